@@ -1,0 +1,374 @@
+//! Reconfiguration for `new-device` and `device-removed`: handed to
+//! cloud-init's hotplug FIFO, or to the out-of-udev worker that runs the
+//! configured command. Nothing here blocks udev and nothing goes through a
+//! shell.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, fork, setsid};
+use serde_json::{Value, json};
+
+use crate::config::{Backend, Config, Dispatch};
+use crate::decision::Decision;
+use crate::event::{Action, Event};
+use crate::evidence::Evidence;
+use crate::state::{State, now_ms, write_atomic};
+
+/// What reconfiguration did, for the log line and the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub backend: &'static str,
+    /// `done`, `dispatched`, `skipped` or `failed`.
+    pub result: &'static str,
+    pub detail: String,
+}
+
+impl Taken {
+    pub fn to_json(&self) -> Value {
+        json!({"backend": self.backend, "result": self.result, "detail": self.detail})
+    }
+}
+
+/// Triggers reconfiguration through the configured backend. Failures are
+/// reported in the returned value, never as an error: the event itself was
+/// handled.
+pub fn reconfigure(
+    cfg: &Config,
+    state: &State,
+    event: &Event,
+    ev: &Evidence,
+    decision: &Decision,
+) -> Taken {
+    match cfg.backend {
+        Backend::None => Taken {
+            backend: "none",
+            result: "skipped",
+            detail: "no backend configured".into(),
+        },
+        Backend::CloudInit => cloud_init(cfg, event, ev),
+        Backend::Command => match dispatch_job(cfg, state, event, ev, decision) {
+            Ok(detail) => taken("command", "dispatched", detail),
+            Err(e) => taken("command", "failed", format!("{e:#}")),
+        },
+    }
+}
+
+fn taken(backend: &'static str, result: &'static str, detail: String) -> Taken {
+    Taken {
+        backend,
+        result,
+        detail,
+    }
+}
+
+/// The line cloud-init's own `hook-hotplug` writes to its FIFO.
+pub fn cloud_init_line(devpath: &str, action: Action) -> String {
+    format!(
+        " --subsystem=net handle --devpath={devpath} --udevaction={}\n",
+        action.as_str()
+    )
+}
+
+/// Forwards the event to cloud-init's hotplug daemon the way cloud-init's
+/// `hook-hotplug` does: only when cloud-init is ready (its FIFO exists on
+/// systemd hosts; `result.json` exists elsewhere), opening the FIFO
+/// read-write so the open cannot block, and non-blocking so a full pipe
+/// cannot either.
+fn cloud_init(cfg: &Config, event: &Event, ev: &Evidence) -> Taken {
+    let skip = |detail: String| taken("cloud-init", "skipped", detail);
+    if event.action == Action::Remove && !cfg.cloud_init_forward_remove {
+        return skip(
+            "remove not forwarded (cloud-init 25.2+ handles add only; set cloud_init_forward_remove)"
+                .into(),
+        );
+    }
+    let fifo = &cfg.cloud_init_fifo;
+    let is_fifo = fs::metadata(fifo).is_ok_and(|m| m.file_type().is_fifo());
+    if cfg.systemd_booted() && !is_fifo {
+        return skip(format!(
+            "cloud-init hotplug is not listening ({} is not a FIFO)",
+            fifo.display()
+        ));
+    }
+    if !cfg.systemd_booted() && !cfg.cloud_init_result.exists() {
+        return skip(format!(
+            "cloud-init has not finished ({} missing)",
+            cfg.cloud_init_result.display()
+        ));
+    }
+    if !is_fifo {
+        return skip(format!("{} is not a FIFO", fifo.display()));
+    }
+    let Some(devpath) = ev.devpath.as_deref() else {
+        return taken("cloud-init", "failed", "no DEVPATH to forward".into());
+    };
+    let line = cloud_init_line(devpath, event.action);
+    match write_fifo(fifo, &line) {
+        Ok(()) => taken(
+            "cloud-init",
+            "done",
+            format!("wrote {:?} to {}", line.trim_end(), fifo.display()),
+        ),
+        Err(e) => taken("cloud-init", "failed", format!("{e:#}")),
+    }
+}
+
+fn write_fifo(fifo: &Path, line: &str) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(fifo)
+        .with_context(|| format!("failed to open {}", fifo.display()))?;
+    // Re-check on the open file: the path may have been swapped since.
+    if !f.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        bail!("{} is not a FIFO", fifo.display());
+    }
+    f.write_all(line.as_bytes()).with_context(|| {
+        format!(
+            "failed to write to {} (is cloud-init reading it?)",
+            fifo.display()
+        )
+    })
+}
+
+/// A unit of work for the worker: everything it needs, so it does not
+/// depend on the config the hook ran with.
+pub fn job_json(
+    cfg: &Config,
+    event: &Event,
+    ev: &Evidence,
+    decision: &Decision,
+    id: &str,
+) -> Value {
+    let mac = ev
+        .netdev
+        .as_ref()
+        .and_then(|n| n.mac.clone())
+        .or_else(|| ev.record.as_ref().and_then(|r| r.mac.clone()));
+    json!({
+        "id": id,
+        "created_ms": now_ms(),
+        "iface": event.iface,
+        "action": event.action.as_str(),
+        "verdict": decision.verdict.as_str(),
+        "reasons": decision.reasons,
+        "devpath": ev.devpath,
+        "mac": mac,
+        "driver": ev.driver,
+        "ifindex": ev.netdev.as_ref().and_then(|n| n.ifindex).or(ev.gone_ifindex()),
+        "command": cfg.command,
+        "timeout_secs": cfg.command_timeout_secs,
+    })
+}
+
+/// Writes the job file and starts the worker outside udevd.
+fn dispatch_job(
+    cfg: &Config,
+    state: &State,
+    event: &Event,
+    ev: &Evidence,
+    decision: &Decision,
+) -> Result<String> {
+    state.ensure()?;
+    let id = format!("{}-{}", now_ms(), std::process::id());
+    let path = state.jobs_dir().join(format!("{id}.json"));
+    let job = job_json(cfg, event, ev, decision, &id);
+    write_atomic(&path, serde_json::to_string(&job)?.as_bytes(), 0o600)?;
+    let result = start_worker(cfg, &path, &id);
+    if result.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    result
+}
+
+fn start_worker(cfg: &Config, job: &Path, id: &str) -> Result<String> {
+    let exe = std::env::current_exe().context("failed to find our own executable")?;
+    let dispatch = match cfg.dispatch {
+        Dispatch::Auto if cfg.systemd_booted() => Dispatch::Systemctl,
+        Dispatch::Auto => Dispatch::Fork,
+        d => d,
+    };
+    match dispatch {
+        Dispatch::Systemctl => {
+            let unit = format!("{}@{}.service", cfg.worker_unit, escape_path(job));
+            run_quick(Command::new("systemctl").args(["start", "--no-block", &unit]))?;
+            Ok(format!("started {unit}"))
+        }
+        Dispatch::SystemdRun => {
+            let unit = format!("{}-{id}", cfg.worker_unit);
+            let mut cmd = Command::new("systemd-run");
+            cmd.args(["--no-block", "--quiet", "--collect"])
+                .arg(format!("--unit={unit}"))
+                .arg(format!(
+                    "--property=TimeoutStartSec={}",
+                    cfg.command_timeout_secs + 30
+                ))
+                .arg(&exe)
+                .arg("worker")
+                .arg("--job")
+                .arg(job);
+            run_quick(&mut cmd)?;
+            Ok(format!("started transient unit {unit}.service"))
+        }
+        Dispatch::Fork | Dispatch::Auto => {
+            let pid = spawn_detached(
+                &exe,
+                &["worker".as_ref(), "--job".as_ref(), job.as_os_str()],
+            )?;
+            Ok(format!("forked worker pid {pid}"))
+        }
+    }
+}
+
+/// Runs a short command (systemctl, systemd-run) with no shell and a bound
+/// on how long we wait for it.
+fn run_quick(cmd: &mut Command) -> Result<()> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to run {name}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = (&mut e).take(4096).read_to_string(&mut err);
+            }
+            bail!("{name} failed ({status}): {}", err.trim());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{name} did not finish within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Starts `exe args` fully detached: fork, setsid, fork again and exec, with
+/// stdio on /dev/null. The intermediate child exits at once, so the worker is
+/// re-parented to init and outlives us. Returns the worker's pid.
+pub fn spawn_detached(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<u32> {
+    let (read_fd, write_fd) = nix::unistd::pipe().context("failed to create a pipe")?;
+    // SAFETY: we are single-threaded here; the child only calls setsid,
+    // spawns and _exits.
+    match unsafe { fork() }.context("failed to fork")? {
+        ForkResult::Child => {
+            drop(read_fd);
+            let code = (|| -> Option<()> {
+                setsid().ok()?;
+                let child = Command::new(exe)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?;
+                let mut w = fs::File::from(write_fd);
+                w.write_all(&child.id().to_le_bytes()).ok()
+            })()
+            .map_or(1, |()| 0);
+            // SAFETY: _exit skips destructors and atexit handlers that belong
+            // to the parent.
+            unsafe { nix::libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(write_fd);
+            let _ = waitpid(child, None);
+            let mut buf = [0u8; 4];
+            use std::io::Read;
+            fs::File::from(read_fd)
+                .read_exact(&mut buf)
+                .context("the detached worker failed to start")?;
+            Ok(u32::from_le_bytes(buf))
+        }
+    }
+}
+
+/// systemd's path escaping (`systemd-escape --path`): `/` becomes `-`, bytes
+/// outside `[A-Za-z0-9:_.]` (and a leading `.`) become `\xNN`.
+pub fn escape_path(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let trimmed = s.trim_matches('/');
+    let mut out = String::new();
+    for (i, b) in trimmed.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// The job path a template unit instance stands for (`%f`).
+pub fn unescape_instance(instance: &str) -> PathBuf {
+    let mut out = Vec::new();
+    let bytes = instance.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'-' => out.push(b'/'),
+            b'\\' if i + 3 < bytes.len() && bytes[i + 1] == b'x' => {
+                if let Ok(v) = u8::from_str_radix(&instance[i + 2..i + 4], 16) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+                out.push(b'\\');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    let mut p = PathBuf::from("/");
+    p.push(String::from_utf8_lossy(&out).as_ref());
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_init_line_matches_hook_hotplug() {
+        assert_eq!(
+            cloud_init_line("/devices/pci0000:00/0000:00:06.0/net/ens6", Action::Add),
+            " --subsystem=net handle --devpath=/devices/pci0000:00/0000:00:06.0/net/ens6 --udevaction=add\n"
+        );
+    }
+
+    #[test]
+    fn systemd_path_escaping() {
+        let table = [
+            (
+                "/run/hotplug-hook/jobs/1-2.json",
+                "run-hotplug\\x2dhook-jobs-1\\x2d2.json",
+            ),
+            ("/a b/c", "a\\x20b-c"),
+            ("/.x", "\\x2ex"),
+        ];
+        for (path, want) in table {
+            assert_eq!(escape_path(Path::new(path)), want);
+            assert_eq!(unescape_instance(want), PathBuf::from(path));
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Command-line interface and the subcommands' top-level flow.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::actions::{self, Taken};
+use crate::config::{Config, Settings};
+use crate::decision::{Decision, Policy, Verdict};
+use crate::error::{EXIT_FAILURE, EXIT_OK, invalid};
+use crate::event::{self, Action, Event, Overrides, Parsed};
+use crate::evidence::{Evidence, SettleWindow, classify};
+use crate::module::ModuleState;
+use crate::state::{Departure, Record, State, now_ms};
+use crate::sysfs::Sysfs;
+use crate::{log, worker};
+
+/// Tells a real NIC removal from a driver reload, unbind or netns move, and
+/// reconfigures only for real changes.
+#[derive(Debug, Parser)]
+#[command(name = "hotplug-hook", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// JSON config file [default: /etc/hotplug-hook/config.json if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More detail on stderr
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Handle one net event (udev RUN mode; flags override the udev environment)
+    Handle(EventArgs),
+    /// Classify an event without side effects and show the evidence
+    Classify {
+        #[command(flatten)]
+        event: EventArgs,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record every present interface (run at boot, before events arrive)
+    Scan,
+    /// Run one reconfiguration job outside udev (started by hotplug-hook-worker@.service)
+    Worker {
+        /// The job file written by `handle`
+        #[arg(long, value_name = "FILE")]
+        job: PathBuf,
+    },
+}
+
+/// The event, when not (or not only) from the udev environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EventArgs {
+    /// Interface name (udev: INTERFACE)
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    /// Event action (udev: ACTION); by hand, inferred from the present state
+    #[arg(long, value_parser = ["add", "remove", "move"])]
+    pub action: Option<String>,
+    /// Device path under /sys, e.g. /devices/pci0000:00/0000:00:05.0/net/ens5 (udev: DEVPATH)
+    #[arg(long, value_name = "PATH")]
+    pub devpath: Option<String>,
+    /// Driver name (udev: ID_NET_DRIVER)
+    #[arg(long, value_name = "NAME")]
+    pub driver: Option<String>,
+    /// Interface index of the device the event is about (udev: IFINDEX)
+    #[arg(long, value_name = "N")]
+    pub ifindex: Option<String>,
+}
+
+impl EventArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            iface: self.iface.clone(),
+            action: self.action.clone(),
+            devpath: self.devpath.clone(),
+            driver: self.driver.clone(),
+            ifindex: self.ifindex.clone(),
+        }
+    }
+}
+
+/// Runs the parsed command line; returns the exit code for success paths.
+pub fn run(cli: Cli) -> Result<i32> {
+    log::set_verbosity(cli.verbose);
+    let cfg = Config::load(cli.config.as_deref(), cli.settings)?;
+    match &cli.command {
+        Cmd::Handle(args) => handle(&cfg, args),
+        Cmd::Classify { event, json } => classify_cmd(&cfg, event, *json),
+        Cmd::Scan => scan(&cfg),
+        Cmd::Worker { job } => {
+            let state = State::new(&cfg.state_dir);
+            let ok = worker::run(&state, cfg.journal_max_bytes, job)?;
+            Ok(if ok { EXIT_OK } else { EXIT_FAILURE })
+        }
+    }
+}
+
+fn policy(cfg: &Config) -> Policy {
+    Policy {
+        handle_virtual: cfg.handle_virtual,
+        return_window_ms: cfg.return_window_secs.saturating_mul(1000),
+    }
+}
+
+fn settle(cfg: &Config) -> SettleWindow {
+    SettleWindow {
+        window: Duration::from_millis(cfg.settle_ms),
+        poll: Duration::from_millis(cfg.poll_ms),
+    }
+}
+
+/// Reads and validates the event; `None` when it is not ours.
+fn read_event(sysfs: &Sysfs, state: &State, args: &EventArgs) -> Result<Option<Event>> {
+    let env = |k: &str| -> Option<OsString> { std::env::var_os(k) };
+    let mut infer = |iface: &str| -> Result<Action> {
+        if sysfs.exists(&format!("/class/net/{iface}")) {
+            Ok(Action::Add)
+        } else if state.record(iface).is_some() {
+            Ok(Action::Remove)
+        } else {
+            Err(invalid(format!(
+                "{iface} is not in {} and has no record: pass --action and --devpath",
+                sysfs.show("/class/net")
+            )))
+        }
+    };
+    match event::parse(&env, &args.overrides(), &mut infer)? {
+        Parsed::Ignored(why) => {
+            log::debug(&format!("ignored: {why}"));
+            Ok(None)
+        }
+        Parsed::Event(e) => {
+            if let Some(d) = &e.devpath {
+                sysfs.check_devpath(d)?;
+            }
+            Ok(Some(e))
+        }
+    }
+}
+
+/// The verdict, reasons and timings: shared by `classify --json` and the journal.
+fn report(event: &Event, ev: &Evidence, d: &Decision, ms: f64) -> Value {
+    json!({
+        "iface": event.iface,
+        "action": event.action.as_str(),
+        "devpath": ev.devpath,
+        "seqnum": event.seqnum,
+        "mac": ev.netdev.as_ref().and_then(|n| n.mac.clone())
+            .or_else(|| ev.record.as_ref().and_then(|r| r.mac.clone())),
+        "driver": ev.driver,
+        "verdict": d.verdict.as_str(),
+        "reconfigure": d.verdict.triggers_reconfig(),
+        "reasons": d.reasons,
+        "settle": ev.settle.as_ref().map(|s| json!({
+            "elapsed_ms": s.elapsed_ms, "polls": s.polls, "expired": s.expired,
+        })),
+        "duration_ms": (ms * 1000.0).round() / 1000.0,
+    })
+}
+
+fn handle(cfg: &Config, args: &EventArgs) -> Result<i32> {
+    let start = Instant::now();
+    let sysfs = Sysfs::new(&cfg.sysfs_root);
+    let state = State::new(&cfg.state_dir);
+    let Some(event) = read_event(&sysfs, &state, args)? else {
+        return Ok(EXIT_OK);
+    };
+    let (ev, decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
+    let taken = if decision.verdict.triggers_reconfig() {
+        Some(actions::reconfigure(cfg, &state, &event, &ev, &decision))
+    } else {
+        None
+    };
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+
+    // State is best effort: a read-only or full state dir must not turn a
+    // handled event into a failure.
+    if let Err(e) = remember(cfg, &state, &event, &ev, &decision, taken.as_ref(), ms) {
+        log::warn(&format!("{e:#}"));
+    }
+    let action_note = match &taken {
+        Some(t) => format!("; {} {}: {}", t.backend, t.result, t.detail),
+        None => String::new(),
+    };
+    log::info(&format!(
+        "{} {}: {} ({}) in {ms:.1} ms{action_note}",
+        event.iface,
+        event.action.as_str(),
+        decision.verdict.as_str(),
+        decision.reasons.last().map_or("", String::as_str),
+    ));
+    Ok(EXIT_OK)
+}
+
+/// Updates the interface records and appends the journal entry, under the lock.
+fn remember(
+    cfg: &Config,
+    state: &State,
+    event: &Event,
+    ev: &Evidence,
+    decision: &Decision,
+    taken: Option<&Taken>,
+    ms: f64,
+) -> Result<()> {
+    state.ensure()?;
+    let lock = state.lock()?;
+    let v = decision.verdict;
+    let result = update_records(state, event, ev, v);
+    let mut entry = report(event, ev, decision, ms);
+    entry["kind"] = json!("event");
+    entry["ts_ms"] = json!(now_ms());
+    entry["action_taken"] = taken.map_or(Value::Null, Taken::to_json);
+    if let Err(e) = &result {
+        entry["state_error"] = json!(format!("{e:#}"));
+    }
+    state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
+    result
+}
+
+fn update_records(state: &State, event: &Event, ev: &Evidence, v: Verdict) -> Result<()> {
+    match event.action {
+        Action::Add => {
+            if matches!(v, Verdict::Virtual | Verdict::StaleEvent) {
+                return Ok(());
+            }
+            let Some(rec) = record_from(ev) else {
+                return Ok(());
+            };
+            // The same MAC under another name (renamed across a reload): keep one.
+            for old in state.records() {
+                if old.name != rec.name && old.mac.is_some() && old.mac == rec.mac {
+                    state.delete_record(&old.name)?;
+                }
+            }
+            state.save_record(&rec)
+        }
+        Action::Remove => {
+            if v == Verdict::DeviceRemoved {
+                return state.delete_record(&event.iface);
+            }
+            if !v.is_transient_departure() {
+                return Ok(());
+            }
+            let mut rec = ev.record.clone().unwrap_or_else(|| Record {
+                name: event.iface.clone(),
+                mac: None,
+                driver: ev.driver.clone(),
+                module: ev.module.as_ref().map(|m| m.name.clone()),
+                builtin: false,
+                devpath: ev.devpath.clone().unwrap_or_default(),
+                ifindex: event.ifindex,
+                seen_ms: now_ms(),
+                departed: None,
+            });
+            rec.departed = Some(Departure {
+                verdict: v.as_str().to_string(),
+                at_ms: now_ms(),
+            });
+            state.save_record(&rec)
+        }
+        Action::Move => {
+            let Some(old) = event.iface_old.as_deref() else {
+                return Ok(());
+            };
+            let mut rec = match state.record(old) {
+                Some(r) => r,
+                None => match record_from(ev) {
+                    Some(r) => r,
+                    None => return Ok(()),
+                },
+            };
+            rec.name = event.iface.clone();
+            if let Some(d) = &ev.devpath {
+                rec.devpath = d.clone();
+            }
+            state.save_record(&rec)?;
+            if old != event.iface {
+                state.delete_record(old)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A record of a present interface, from add-time evidence.
+fn record_from(ev: &Evidence) -> Option<Record> {
+    let n = ev.netdev.as_ref()?;
+    Some(Record {
+        name: n.name.clone(),
+        mac: n.mac.clone(),
+        driver: ev.driver.clone(),
+        module: ev.module.as_ref().map(|m| m.name.clone()),
+        builtin: ev
+            .module
+            .as_ref()
+            .is_some_and(|m| m.state == ModuleState::Builtin),
+        devpath: n.devpath.clone(),
+        ifindex: n.ifindex,
+        seen_ms: now_ms(),
+        departed: None,
+    })
+}
+
+fn classify_cmd(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<i32> {
+    let start = Instant::now();
+    let sysfs = Sysfs::new(&cfg.sysfs_root);
+    let state = State::new(&cfg.state_dir);
+    let Some(event) = read_event(&sysfs, &state, args)? else {
+        println!("ignored: not a net add/remove/move event");
+        return Ok(EXIT_OK);
+    };
+    let (ev, decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if as_json {
+        let mut out = report(&event, &ev, &decision, ms);
+        out["evidence"] = ev.facts_json();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(EXIT_OK);
+    }
+    let mut text = format!(
+        "{} {}: {}{}\n",
+        event.iface,
+        event.action.as_str(),
+        decision.verdict.as_str(),
+        if decision.verdict.triggers_reconfig() {
+            " (would reconfigure)"
+        } else {
+            " (no reconfiguration)"
+        }
+    );
+    text.push_str("reasons:\n");
+    for r in &decision.reasons {
+        text.push_str(&format!("  - {r}\n"));
+    }
+    text.push_str("evidence:\n");
+    let width = ev.facts.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    let vwidth = ev.facts.iter().map(|f| f.value.len()).max().unwrap_or(0);
+    for f in &ev.facts {
+        text.push_str(&format!(
+            "  {:width$}  {:vwidth$}  {}\n",
+            f.name, f.value, f.source
+        ));
+    }
+    text.push_str(&format!("decided in {ms:.2} ms\n"));
+    print!("{text}");
+    Ok(EXIT_OK)
+}
+
+fn scan(cfg: &Config) -> Result<i32> {
+    let sysfs = Sysfs::new(&cfg.sysfs_root);
+    let state = State::new(&cfg.state_dir);
+    state.ensure()?;
+    let mut recorded = Vec::new();
+    for iface in sysfs.list_interfaces()? {
+        let Some(devpath) = sysfs.class_net_devpath(&iface)? else {
+            continue;
+        };
+        if event::is_virtual(&devpath) && !cfg.handle_virtual {
+            continue;
+        }
+        let event = Event {
+            action: Action::Add,
+            iface: iface.clone(),
+            devpath: Some(devpath),
+            ifindex: None,
+            driver: None,
+            seqnum: None,
+            iface_old: None,
+            from_udev: false,
+        };
+        let ev = crate::evidence::Gatherer::new(&sysfs, &state, &event)?.snapshot()?;
+        if let Some(rec) = record_from(&ev) {
+            let _lock = state.lock()?;
+            state.save_record(&rec)?;
+            recorded.push(iface);
+        }
+    }
+    println!(
+        "recorded {} interface{}{}{}",
+        recorded.len(),
+        if recorded.len() == 1 { "" } else { "s" },
+        if recorded.is_empty() { "" } else { ": " },
+        recorded.join(", ")
+    );
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,364 @@
+//! Settings: defaults, overlaid by the JSON config file, overlaid by flags.
+//!
+//! Every config key is a long flag's name with `-` replaced by `_`
+//! (`--settle-ms` ↔ `"settle_ms"`), so the two never drift apart.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use serde_json::Value;
+
+use crate::error::invalid;
+
+/// Where reconfiguration goes for `new-device` and `device-removed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Log only.
+    None,
+    /// Forward the event to cloud-init's hotplug FIFO.
+    CloudInit,
+    /// Run the configured argv outside udev.
+    Command,
+}
+
+/// How the `command` backend's worker is started outside udevd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dispatch {
+    /// `systemctl` on systemd hosts, `fork` elsewhere.
+    Auto,
+    /// `systemctl start --no-block <worker-unit>@<job>.service`.
+    Systemctl,
+    /// `systemd-run --no-block` a transient unit.
+    SystemdRun,
+    /// Double fork and setsid (hosts without systemd).
+    Fork,
+}
+
+/// Settings as given by one source; `None` means "not set here".
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Settings {
+    /// sysfs mount to read devices from [default: /sys]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub sysfs_root: Option<PathBuf>,
+    /// Where records, the journal and jobs live [default: /run/hotplug-hook]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Longest wait for an unbound device to settle, in ms [default: 300]
+    #[arg(long, global = true, value_name = "MS")]
+    pub settle_ms: Option<u64>,
+    /// Interval between sysfs polls in the settle window, in ms [default: 10]
+    #[arg(long, global = true, value_name = "MS")]
+    pub poll_ms: Option<u64>,
+    /// An add within this many seconds of a transient remove is
+    /// device-returned [default: 300]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub return_window_secs: Option<u64>,
+    /// Treat virtual devices (veth, bridge, ...) as NICs [default: false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub handle_virtual: Option<bool>,
+    /// Reconfiguration backend [default: none]
+    #[arg(long, global = true, value_enum)]
+    pub backend: Option<Backend>,
+    /// cloud-init's hotplug FIFO [default: /run/cloud-init/share/hook-hotplug-cmd]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cloud_init_fifo: Option<PathBuf>,
+    /// cloud-init's "finished" marker, checked on hosts without systemd
+    /// [default: /run/cloud-init/result.json]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cloud_init_result: Option<PathBuf>,
+    /// Forward remove events to cloud-init too (cloud-init 25.2 and later
+    /// refuse them) [default: false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cloud_init_forward_remove: Option<bool>,
+    /// One argv element of the command backend; repeat for each
+    #[arg(long = "command", global = true, value_name = "ARG")]
+    pub command: Vec<String>,
+    /// The worker kills the command after this many seconds [default: 120]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub command_timeout_secs: Option<u64>,
+    /// How the worker is started outside udevd [default: auto]
+    #[arg(long, global = true, value_enum)]
+    pub dispatch: Option<Dispatch>,
+    /// The worker's template unit name, without `@.service`
+    /// [default: hotplug-hook-worker]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub worker_unit: Option<String>,
+    /// Present on hosts booted with systemd [default: /run/systemd/system]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub systemd_dir: Option<PathBuf>,
+    /// Rotate the journal past this size [default: 1048576]
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub journal_max_bytes: Option<u64>,
+}
+
+/// The settings in force.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub sysfs_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub settle_ms: u64,
+    pub poll_ms: u64,
+    pub return_window_secs: u64,
+    pub handle_virtual: bool,
+    pub backend: Backend,
+    pub cloud_init_fifo: PathBuf,
+    pub cloud_init_result: PathBuf,
+    pub cloud_init_forward_remove: bool,
+    pub command: Vec<String>,
+    pub command_timeout_secs: u64,
+    pub dispatch: Dispatch,
+    pub worker_unit: String,
+    pub systemd_dir: PathBuf,
+    pub journal_max_bytes: u64,
+}
+
+/// Read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/hotplug-hook/config.json";
+
+impl Settings {
+    /// Parses a JSON config object. Unknown keys and wrong types are errors,
+    /// so a typo never silently falls back to a default.
+    pub fn from_json(text: &str) -> Result<Settings> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        let Value::Object(map) = v else {
+            return Err(invalid("the config must be a JSON object"));
+        };
+        let mut s = Settings::default();
+        for (key, val) in &map {
+            let path = || str_of(key, val).map(|p| Some(PathBuf::from(p)));
+            match key.as_str() {
+                "sysfs_root" => s.sysfs_root = path()?,
+                "state_dir" => s.state_dir = path()?,
+                "settle_ms" => s.settle_ms = Some(u64_of(key, val)?),
+                "poll_ms" => s.poll_ms = Some(u64_of(key, val)?),
+                "return_window_secs" => s.return_window_secs = Some(u64_of(key, val)?),
+                "handle_virtual" => s.handle_virtual = Some(bool_of(key, val)?),
+                "backend" => s.backend = Some(enum_of(key, val)?),
+                "cloud_init_fifo" => s.cloud_init_fifo = path()?,
+                "cloud_init_result" => s.cloud_init_result = path()?,
+                "cloud_init_forward_remove" => {
+                    s.cloud_init_forward_remove = Some(bool_of(key, val)?)
+                }
+                "command" => {
+                    let items = val
+                        .as_array()
+                        .ok_or_else(|| wrong(key, "an array of strings"))?;
+                    s.command = items
+                        .iter()
+                        .map(|i| str_of(key, i).map(str::to_string))
+                        .collect::<Result<_>>()?;
+                }
+                "command_timeout_secs" => s.command_timeout_secs = Some(u64_of(key, val)?),
+                "dispatch" => s.dispatch = Some(enum_of(key, val)?),
+                "worker_unit" => s.worker_unit = Some(str_of(key, val)?.to_string()),
+                "systemd_dir" => s.systemd_dir = path()?,
+                "journal_max_bytes" => s.journal_max_bytes = Some(u64_of(key, val)?),
+                other => return Err(invalid(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(s)
+    }
+
+    /// `self` with every setting that `over` sets replaced.
+    pub fn overlay(self, over: Settings) -> Settings {
+        Settings {
+            sysfs_root: over.sysfs_root.or(self.sysfs_root),
+            state_dir: over.state_dir.or(self.state_dir),
+            settle_ms: over.settle_ms.or(self.settle_ms),
+            poll_ms: over.poll_ms.or(self.poll_ms),
+            return_window_secs: over.return_window_secs.or(self.return_window_secs),
+            handle_virtual: over.handle_virtual.or(self.handle_virtual),
+            backend: over.backend.or(self.backend),
+            cloud_init_fifo: over.cloud_init_fifo.or(self.cloud_init_fifo),
+            cloud_init_result: over.cloud_init_result.or(self.cloud_init_result),
+            cloud_init_forward_remove: over
+                .cloud_init_forward_remove
+                .or(self.cloud_init_forward_remove),
+            command: if over.command.is_empty() {
+                self.command
+            } else {
+                over.command
+            },
+            command_timeout_secs: over.command_timeout_secs.or(self.command_timeout_secs),
+            dispatch: over.dispatch.or(self.dispatch),
+            worker_unit: over.worker_unit.or(self.worker_unit),
+            systemd_dir: over.systemd_dir.or(self.systemd_dir),
+            journal_max_bytes: over.journal_max_bytes.or(self.journal_max_bytes),
+        }
+    }
+
+    /// Fills in defaults and checks the combination.
+    pub fn resolve(self) -> Result<Config> {
+        let backend = self.backend.unwrap_or(if self.command.is_empty() {
+            Backend::None
+        } else {
+            Backend::Command
+        });
+        if backend == Backend::Command && self.command.is_empty() {
+            return Err(invalid(
+                "backend \"command\" needs a command (--command ARG...)",
+            ));
+        }
+        let poll_ms = self.poll_ms.unwrap_or(10);
+        if poll_ms == 0 {
+            return Err(invalid("poll_ms must be at least 1"));
+        }
+        let worker_unit = self
+            .worker_unit
+            .unwrap_or_else(|| "hotplug-hook-worker".into());
+        if worker_unit.is_empty()
+            || !worker_unit
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(invalid(format!("invalid worker_unit {worker_unit:?}")));
+        }
+        Ok(Config {
+            sysfs_root: self.sysfs_root.unwrap_or_else(|| "/sys".into()),
+            state_dir: self.state_dir.unwrap_or_else(|| "/run/hotplug-hook".into()),
+            settle_ms: self.settle_ms.unwrap_or(300),
+            poll_ms,
+            return_window_secs: self.return_window_secs.unwrap_or(300),
+            handle_virtual: self.handle_virtual.unwrap_or(false),
+            backend,
+            cloud_init_fifo: self
+                .cloud_init_fifo
+                .unwrap_or_else(|| "/run/cloud-init/share/hook-hotplug-cmd".into()),
+            cloud_init_result: self
+                .cloud_init_result
+                .unwrap_or_else(|| "/run/cloud-init/result.json".into()),
+            cloud_init_forward_remove: self.cloud_init_forward_remove.unwrap_or(false),
+            command: self.command,
+            command_timeout_secs: self.command_timeout_secs.unwrap_or(120),
+            dispatch: self.dispatch.unwrap_or(Dispatch::Auto),
+            worker_unit,
+            systemd_dir: self
+                .systemd_dir
+                .unwrap_or_else(|| "/run/systemd/system".into()),
+            journal_max_bytes: self.journal_max_bytes.unwrap_or(1 << 20),
+        })
+    }
+}
+
+impl Config {
+    /// Loads the config file (the given one, which must exist, or the default
+    /// one if present) and overlays the flags.
+    pub fn load(path: Option<&Path>, flags: Settings) -> Result<Config> {
+        let file = match path {
+            Some(p) => Some(read_config(p)?),
+            None if Path::new(DEFAULT_CONFIG).exists() => {
+                Some(read_config(Path::new(DEFAULT_CONFIG))?)
+            }
+            None => None,
+        };
+        file.unwrap_or_default().overlay(flags).resolve()
+    }
+
+    /// True on hosts booted with systemd.
+    pub fn systemd_booted(&self) -> bool {
+        self.systemd_dir.is_dir()
+    }
+}
+
+fn read_config(path: &Path) -> Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("failed to read config {}: {e}", path.display())))?;
+    Settings::from_json(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+fn wrong(key: &str, want: &str) -> anyhow::Error {
+    invalid(format!("{key:?} must be {want}"))
+}
+
+fn str_of<'a>(key: &str, v: &'a Value) -> Result<&'a str> {
+    v.as_str().ok_or_else(|| wrong(key, "a string"))
+}
+
+fn u64_of(key: &str, v: &Value) -> Result<u64> {
+    v.as_u64()
+        .ok_or_else(|| wrong(key, "a non-negative integer"))
+}
+
+fn bool_of(key: &str, v: &Value) -> Result<bool> {
+    v.as_bool().ok_or_else(|| wrong(key, "true or false"))
+}
+
+fn enum_of<T: ValueEnum>(key: &str, v: &Value) -> Result<T> {
+    let s = str_of(key, v)?;
+    T::from_str(s, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|x| x.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        wrong(key, &format!("one of {}", names.join(", ")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_keys_parse() {
+        let s = Settings::from_json(
+            r#"{"settle_ms": 50, "backend": "command", "command": ["/bin/true", "x"],
+                "handle_virtual": true, "state_dir": "/tmp/s", "dispatch": "systemd-run"}"#,
+        )
+        .unwrap();
+        let c = s.resolve().unwrap();
+        assert_eq!(c.settle_ms, 50);
+        assert_eq!(c.backend, Backend::Command);
+        assert_eq!(c.command, vec!["/bin/true", "x"]);
+        assert!(c.handle_virtual);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(c.dispatch, Dispatch::SystemdRun);
+    }
+
+    #[test]
+    fn bad_configs_are_usage_errors() {
+        for bad in [
+            "[]",
+            "{",
+            r#"{"setle_ms": 5}"#,
+            r#"{"settle_ms": -1}"#,
+            r#"{"settle_ms": "5"}"#,
+            r#"{"backend": "ansible"}"#,
+            r#"{"state_dir": 5}"#,
+            r#"{"command": "/bin/true"}"#,
+            r#"{"backend": "command"}"#,
+            r#"{"poll_ms": 0}"#,
+            r#"{"worker_unit": "a b"}"#,
+        ] {
+            let err = Settings::from_json(bad)
+                .and_then(Settings::resolve)
+                .unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 2, "{bad}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = Settings::from_json(r#"{"settle_ms": 50, "poll_ms": 5}"#).unwrap();
+        let flags = Settings {
+            settle_ms: Some(7),
+            ..Settings::default()
+        };
+        let c = file.overlay(flags).resolve().unwrap();
+        assert_eq!((c.settle_ms, c.poll_ms), (7, 5));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Settings::default().resolve().unwrap();
+        assert_eq!(c.sysfs_root, PathBuf::from("/sys"));
+        assert_eq!(c.state_dir, PathBuf::from("/run/hotplug-hook"));
+        assert_eq!(c.backend, Backend::None);
+        assert_eq!(
+            c.cloud_init_fifo,
+            PathBuf::from("/run/cloud-init/share/hook-hotplug-cmd")
+        );
+        assert!(!c.cloud_init_forward_remove);
+    }
+}

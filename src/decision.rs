@@ -1,0 +1,300 @@
+//! The classification: a pure function from [`Evidence`] to a verdict with
+//! the reasons that led to it. No I/O here; `evidence` gathers, this decides.
+
+use crate::event::Action;
+use crate::evidence::Evidence;
+use crate::module::ModuleState;
+
+/// What an event turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A virtual device (veth, bridge, vlan...): ignored by default.
+    Virtual,
+    /// The device came back (driver reload, rebind, return from a netns).
+    DeviceReturned,
+    /// The device is gone: PCI hot-unplug, ENI detach, Xen vif removal.
+    DeviceRemoved,
+    /// The net device left the host's namespace; its parent is still bound.
+    NetdevDetached,
+    /// The driver's module is being (or was) unloaded.
+    DriverUnload,
+    /// The device was unbound from its driver (sysfs `unbind`).
+    DriverUnbind,
+    /// A device not seen before (or seen leaving for good).
+    NewDevice,
+    /// An add for an interface already recorded as present with the same
+    /// MAC and ifindex: a replayed event (`udevadm trigger`).
+    AlreadyKnown,
+    /// A rename (`move`).
+    Renamed,
+    /// An add for a net device that is no longer in sysfs; its remove follows.
+    StaleEvent,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 10] = [
+        Verdict::Virtual,
+        Verdict::DeviceReturned,
+        Verdict::DeviceRemoved,
+        Verdict::NetdevDetached,
+        Verdict::DriverUnload,
+        Verdict::DriverUnbind,
+        Verdict::NewDevice,
+        Verdict::AlreadyKnown,
+        Verdict::Renamed,
+        Verdict::StaleEvent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Virtual => "virtual",
+            Verdict::DeviceReturned => "device-returned",
+            Verdict::DeviceRemoved => "device-removed",
+            Verdict::NetdevDetached => "netdev-detached",
+            Verdict::DriverUnload => "driver-unload",
+            Verdict::DriverUnbind => "driver-unbind",
+            Verdict::NewDevice => "new-device",
+            Verdict::AlreadyKnown => "already-known",
+            Verdict::Renamed => "renamed",
+            Verdict::StaleEvent => "stale-event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Only these two change the host's network and need reconfiguration.
+    pub fn triggers_reconfig(self) -> bool {
+        matches!(self, Verdict::NewDevice | Verdict::DeviceRemoved)
+    }
+
+    /// A remove with this verdict may be followed by the device's return.
+    pub fn is_transient_departure(self) -> bool {
+        matches!(
+            self,
+            Verdict::DriverUnload | Verdict::DriverUnbind | Verdict::NetdevDetached
+        )
+    }
+}
+
+/// A verdict and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+}
+
+/// The knobs the decision depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub handle_virtual: bool,
+    pub return_window_ms: u64,
+}
+
+/// A decision, or "not decisive yet: look again" (only for an unbound parent
+/// whose settle window has not run out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Decided(Decision),
+    Unsettled(String),
+}
+
+fn done(verdict: Verdict, mut reasons: Vec<String>, settle_note: Option<String>) -> Outcome {
+    reasons.extend(settle_note);
+    Outcome::Decided(Decision { verdict, reasons })
+}
+
+/// Classifies an event from its evidence.
+pub fn decide(ev: &Evidence, policy: &Policy) -> Outcome {
+    match ev.action {
+        Action::Move => done(
+            Verdict::Renamed,
+            vec![format!(
+                "renamed from {} to {}",
+                ev.old_name.as_deref().unwrap_or("?"),
+                ev.iface
+            )],
+            None,
+        ),
+        Action::Add => decide_add(ev, policy),
+        Action::Remove => decide_remove(ev, policy),
+    }
+}
+
+fn decide_add(ev: &Evidence, policy: &Policy) -> Outcome {
+    let mut why = Vec::new();
+    if ev.virtual_dev {
+        if !policy.handle_virtual {
+            why.push("parent is under /devices/virtual/: not a NIC".to_string());
+            return done(Verdict::Virtual, why, None);
+        }
+        why.push("virtual device, handled as a NIC (handle_virtual)".to_string());
+    }
+    let Some(netdev) = &ev.netdev else {
+        why.push(format!(
+            "{} is no longer in sysfs: it left before the hook ran; its remove event follows",
+            ev.iface
+        ));
+        return done(Verdict::StaleEvent, why, None);
+    };
+    let window_s = policy.return_window_ms / 1000;
+    for p in &ev.priors {
+        let Some(dep) = &p.departed else { continue };
+        if !dep.verdict.is_transient_departure() {
+            continue;
+        }
+        if dep.age_ms <= policy.return_window_ms {
+            why.push(format!(
+                "{} ({}) left {:.1} s ago with verdict {} (window {window_s} s)",
+                p.matched_by,
+                p.name,
+                dep.age_ms as f64 / 1000.0,
+                dep.verdict.as_str(),
+            ));
+            return done(Verdict::DeviceReturned, why, None);
+        }
+        why.push(format!(
+            "{} ({}) left {} s ago with verdict {}: outside the {window_s} s window",
+            p.matched_by,
+            p.name,
+            dep.age_ms / 1000,
+            dep.verdict.as_str()
+        ));
+    }
+    if let Some(p) = ev.priors.iter().find(|p| {
+        p.departed.is_none()
+            && p.name == netdev.name
+            && p.mac == netdev.mac
+            && p.ifindex == netdev.ifindex
+    }) {
+        why.push(format!(
+            "{} is already recorded with MAC {} and ifindex {}: a replayed add",
+            p.name,
+            p.mac.as_deref().unwrap_or("?"),
+            p.ifindex.map_or("?".to_string(), |i| i.to_string())
+        ));
+        return done(Verdict::AlreadyKnown, why, None);
+    }
+    why.push(format!(
+        "no record of MAC {} or its parent leaving within {window_s} s",
+        netdev.mac.as_deref().unwrap_or("?")
+    ));
+    done(Verdict::NewDevice, why, None)
+}
+
+fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
+    let mut why = Vec::new();
+    let settle = ev.settle.as_ref().map(|s| {
+        if s.expired {
+            format!(
+                "settle window ran out after {} ms ({} polls) without a decisive state",
+                s.elapsed_ms, s.polls
+            )
+        } else {
+            format!(
+                "state settled after {} ms ({} polls)",
+                s.elapsed_ms, s.polls
+            )
+        }
+    });
+    let parent = ev.parent.as_deref().unwrap_or("?");
+
+    if ev.virtual_dev {
+        if !policy.handle_virtual {
+            why.push("parent is under /devices/virtual/: not a NIC".to_string());
+            return done(Verdict::Virtual, why, None);
+        }
+        why.push("virtual device, handled as a NIC (handle_virtual)".to_string());
+        if let Some(n) = ev.returned() {
+            why.push(format!(
+                "{} is back with ifindex {}",
+                n.name,
+                n.ifindex.unwrap_or(0)
+            ));
+            return done(Verdict::DeviceReturned, why, None);
+        }
+        why.push(format!("{} is gone from sysfs", ev.iface));
+        return done(Verdict::DeviceRemoved, why, None);
+    }
+
+    if let Some(n) = ev.returned() {
+        why.push(format!(
+            "{parent} already has net device {} again (MAC {}, ifindex {} vs {} in the event): \
+             the driver came back before the hook ran",
+            n.name,
+            n.mac.as_deref().unwrap_or("?"),
+            n.ifindex.map_or("?".into(), |i| i.to_string()),
+            ev.gone_ifindex().map_or("?".into(), |i| i.to_string()),
+        ));
+        return done(Verdict::DeviceReturned, why, settle);
+    }
+    if !ev.parent_present {
+        why.push(format!("parent {parent} is gone from sysfs"));
+        return done(Verdict::DeviceRemoved, why, settle);
+    }
+    let module_note = ev
+        .module
+        .as_ref()
+        .map(|m| format!("module {} is {}", m.name, m.state.as_str()));
+    if let Some(driver) = &ev.parent_driver {
+        if ev.seen_unbound {
+            why.push(format!(
+                "parent {parent} was re-bound to {driver}: a re-probe"
+            ));
+            return done(Verdict::DeviceReturned, why, settle);
+        }
+        if let Some(m) = &ev.module
+            && m.state == ModuleState::Coming
+        {
+            why.push(format!(
+                "parent {parent} is bound to {driver} and module {} is coming: \
+                 the driver is reloading and probing it",
+                m.name
+            ));
+            return done(Verdict::DeviceReturned, why, settle);
+        }
+        why.push(format!(
+            "parent {parent} is present and still bound to {driver}, with no net device here: \
+             moved to another network namespace"
+        ));
+        return done(Verdict::NetdevDetached, why, settle);
+    }
+
+    why.push(format!("parent {parent} is present and unbound"));
+    if let Some(m) = &ev.module {
+        let unloading = match m.state {
+            ModuleState::Going => Some("being unloaded"),
+            ModuleState::Absent if !m.recorded_builtin => Some("no longer loaded"),
+            ModuleState::Coming => Some("already loading again"),
+            _ => None,
+        };
+        if let Some(what) = unloading {
+            why.push(format!(
+                "module {} is {} ({what})",
+                m.name,
+                m.state.as_str()
+            ));
+            return done(Verdict::DriverUnload, why, settle);
+        }
+    } else {
+        why.push("driver unknown (no ID_NET_DRIVER and no record): module state not used".into());
+    }
+    if let Some(slot) = &ev.slot
+        && slot.power == Some(false)
+    {
+        why.push(format!("PCI slot {} is powered off", slot.name));
+        return done(Verdict::DeviceRemoved, why, settle);
+    }
+    match &ev.settle {
+        Some(s) if s.expired => {
+            why.extend(module_note);
+            why.push("still present and unbound: sysfs unbind".into());
+            done(Verdict::DriverUnbind, why, settle)
+        }
+        _ => Outcome::Unsettled(format!(
+            "parent {parent} is unbound, {}",
+            module_note.unwrap_or_else(|| "module unknown".into())
+        )),
+    }
+}

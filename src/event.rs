@@ -1,0 +1,434 @@
+//! The event we were asked to handle: read from the udev environment or from
+//! flags, and validated before anything touches sysfs or state.
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+
+use crate::error::invalid;
+
+/// The uevent actions hotplug-hook acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Action {
+    #[default]
+    Add,
+    Remove,
+    Move,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Add => "add",
+            Action::Remove => "remove",
+            Action::Move => "move",
+        }
+    }
+
+    /// Parses an action name; `Ok(None)` for kernel actions we do not handle.
+    pub fn parse(s: &str) -> Result<Option<Action>> {
+        Ok(match s {
+            "add" => Some(Action::Add),
+            "remove" => Some(Action::Remove),
+            "move" => Some(Action::Move),
+            "change" | "bind" | "unbind" | "online" | "offline" => None,
+            other => return Err(invalid(format!("unknown ACTION {other:?}"))),
+        })
+    }
+}
+
+/// A validated net event.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub action: Action,
+    pub iface: String,
+    /// `/devices/.../net/<iface>`; `None` when run by hand without one.
+    pub devpath: Option<String>,
+    pub ifindex: Option<u32>,
+    /// `ID_NET_DRIVER`, the driver name ethtool reports (e.g. `ena`, `vif`).
+    pub driver: Option<String>,
+    pub seqnum: Option<u64>,
+    /// `INTERFACE_OLD` on a move (rename).
+    pub iface_old: Option<String>,
+    /// True when the udev environment supplied the event (`ACTION` was set).
+    pub from_udev: bool,
+}
+
+impl Event {
+    /// The parent device's devpath: the event's DEVPATH without `/net/<iface>`.
+    pub fn parent(&self) -> Option<&str> {
+        self.devpath.as_deref().map(parent_of)
+    }
+}
+
+/// Values given on the command line; each overrides its udev variable.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub iface: Option<String>,
+    pub action: Option<String>,
+    pub devpath: Option<String>,
+    pub driver: Option<String>,
+    pub ifindex: Option<String>,
+}
+
+/// What the inputs asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    Event(Event),
+    /// Not ours (another subsystem, an action we do not handle): exit 0.
+    Ignored(String),
+}
+
+/// Reads the event from `env` (the udev environment) and `ov` (flags).
+///
+/// `infer_action` is asked for the action when neither `ACTION` nor
+/// `--action` gives one (a by-hand `handle --iface eth1`).
+pub fn parse(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    ov: &Overrides,
+    infer_action: &mut dyn FnMut(&str) -> Result<Action>,
+) -> Result<Parsed> {
+    let var = |name: &str| -> Result<Option<String>> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v
+                .into_string()
+                .map(Some)
+                .map_err(|_| invalid(format!("{name} is not valid UTF-8"))),
+        }
+    };
+
+    if let Some(subsystem) = var("SUBSYSTEM")?
+        && subsystem != "net"
+    {
+        return Ok(Parsed::Ignored(format!(
+            "subsystem {subsystem:?} is not net"
+        )));
+    }
+
+    let env_action = var("ACTION")?;
+    let from_udev = env_action.is_some();
+    let action_name = ov.action.clone().or(env_action);
+    let action = match &action_name {
+        Some(name) => match Action::parse(name)? {
+            Some(a) => Some(a),
+            None => return Ok(Parsed::Ignored(format!("action {name:?} is not handled"))),
+        },
+        None => None,
+    };
+
+    let devpath = ov.devpath.clone().or(var("DEVPATH")?);
+    if let Some(d) = &devpath {
+        validate_devpath(d)?;
+    }
+    let iface = match ov.iface.clone().or(var("INTERFACE")?) {
+        Some(i) => i,
+        None => match &devpath {
+            Some(d) => iface_of(d).to_string(),
+            None => {
+                return Err(invalid(
+                    "no interface: set INTERFACE (udev) or pass --iface",
+                ));
+            }
+        },
+    };
+    validate_iface(&iface)?;
+    if let Some(d) = &devpath
+        && iface_of(d) != iface
+    {
+        return Err(invalid(format!("DEVPATH {d} does not end in /net/{iface}")));
+    }
+
+    let iface_old = var("INTERFACE_OLD")?;
+    if let Some(old) = &iface_old {
+        validate_iface(old)?;
+    }
+    let ifindex = match ov.ifindex.clone().or(var("IFINDEX")?) {
+        Some(s) => Some(
+            s.parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid(format!("IFINDEX {s:?} is not a positive integer")))?,
+        ),
+        None => None,
+    };
+    let driver = ov.driver.clone().or(var("ID_NET_DRIVER")?);
+    if let Some(d) = &driver {
+        validate_name("ID_NET_DRIVER", d, 64)?;
+    }
+    let seqnum = match var("SEQNUM")? {
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| invalid(format!("SEQNUM {s:?} is not an integer")))?,
+        ),
+        None => None,
+    };
+
+    let action = match action {
+        Some(a) => a,
+        None => infer_action(&iface)?,
+    };
+    if action == Action::Move && iface_old.is_none() && from_udev {
+        return Err(invalid("move event without INTERFACE_OLD"));
+    }
+
+    Ok(Parsed::Event(Event {
+        action,
+        iface,
+        devpath,
+        ifindex,
+        driver,
+        seqnum,
+        iface_old,
+        from_udev,
+    }))
+}
+
+/// Validates an interface name the way the kernel's `dev_valid_name()` does:
+/// 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace. We also refuse
+/// control characters, which no sane tool creates and which would corrupt logs.
+pub fn validate_iface(name: &str) -> Result<()> {
+    let bad = |why: &str| invalid(format!("invalid interface name {name:?}: {why}"));
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > 15 {
+        return Err(bad("longer than 15 bytes"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("reserved name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(bad(&format!("contains {c:?}")));
+    }
+    Ok(())
+}
+
+/// Lexical checks on a DEVPATH: absolute, under `/devices/`, no empty, `.` or
+/// `..` components, ends in `/net/<name>`. Whether it resolves inside the
+/// sysfs root is checked by [`crate::sysfs::Sysfs::check_devpath`].
+pub fn validate_devpath(devpath: &str) -> Result<()> {
+    let bad = |why: &str| invalid(format!("invalid DEVPATH {devpath:?}: {why}"));
+    if devpath.len() > 4096 {
+        return Err(bad("too long"));
+    }
+    let Some(rest) = devpath.strip_prefix("/devices/") else {
+        return Err(bad("not under /devices/"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    for p in &parts {
+        match *p {
+            "" => return Err(bad("empty path component")),
+            "." | ".." => return Err(bad("contains a . or .. component")),
+            _ if p.chars().any(|c| c.is_control()) => {
+                return Err(bad("contains a control character"));
+            }
+            _ => {}
+        }
+    }
+    if parts.len() < 2 || parts[parts.len() - 2] != "net" {
+        return Err(bad("not a net device (expected .../net/<interface>)"));
+    }
+    Ok(())
+}
+
+fn validate_name(what: &str, value: &str, max: usize) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!("invalid {what} {value:?}")))
+    }
+}
+
+/// `/devices/x/net/eth0` → `eth0`. Assumes a validated devpath.
+pub fn iface_of(devpath: &str) -> &str {
+    devpath.rsplit('/').next().unwrap_or(devpath)
+}
+
+/// `/devices/x/net/eth0` → `/devices/x`. Assumes a validated devpath.
+pub fn parent_of(devpath: &str) -> &str {
+    let without_iface = devpath.rsplit_once('/').map_or(devpath, |(a, _)| a);
+    without_iface
+        .rsplit_once('/')
+        .map_or(without_iface, |(a, _)| a)
+}
+
+/// True for devices the kernel parents under `/devices/virtual/` (veth,
+/// bridge, vlan, bond, tun, ...).
+pub fn is_virtual(devpath: &str) -> bool {
+    devpath.starts_with("/devices/virtual/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn run(vars: &[(&str, &str)], ov: Overrides) -> Result<Parsed> {
+        let map: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        parse(&|k| map.get(k).cloned(), &ov, &mut |_| Ok(Action::Add))
+    }
+
+    fn event(vars: &[(&str, &str)]) -> Event {
+        match run(vars, Overrides::default()).unwrap() {
+            Parsed::Event(e) => e,
+            Parsed::Ignored(why) => panic!("ignored: {why}"),
+        }
+    }
+
+    #[test]
+    fn iface_names_follow_the_kernel_rules() {
+        for ok in ["eth0", "ens5", "a", "enp0s31f6-long1", "veth@x", "br-1.2"] {
+            assert!(validate_iface(ok).is_ok(), "{ok} should be valid");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "eth/0",
+            "eth 0",
+            "eth\n0",
+            "eth:0",
+            "eth\t",
+            "sixteen-bytes-xx",
+        ] {
+            assert!(validate_iface(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn devpaths_are_checked_lexically() {
+        let ok = "/devices/pci0000:00/0000:00:05.0/net/ens5";
+        assert!(validate_devpath(ok).is_ok());
+        assert!(validate_devpath("/devices/virtual/net/veth0").is_ok());
+        for bad in [
+            "devices/pci0000:00/net/ens5",
+            "/sys/devices/pci0000:00/net/ens5",
+            "/devices/pci0000:00/../../etc/net/ens5",
+            "/devices/pci0000:00/./net/ens5",
+            "/devices//net/ens5",
+            "/devices/pci0000:00/0000:00:05.0",
+            "/devices/pci0000:00/net/ens5/",
+        ] {
+            assert!(validate_devpath(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn parent_and_iface_of_devpath() {
+        let d = "/devices/pci0000:00/0000:00:05.0/net/ens5";
+        assert_eq!(parent_of(d), "/devices/pci0000:00/0000:00:05.0");
+        assert_eq!(iface_of(d), "ens5");
+        assert_eq!(parent_of("/devices/vif-0/net/eth0"), "/devices/vif-0");
+        assert!(is_virtual("/devices/virtual/net/veth0"));
+        assert!(!is_virtual(d));
+    }
+
+    #[test]
+    fn udev_environment_is_read() {
+        let e = event(&[
+            ("ACTION", "remove"),
+            ("SUBSYSTEM", "net"),
+            ("DEVPATH", "/devices/pci0000:00/0000:00:05.0/net/ens5"),
+            ("INTERFACE", "ens5"),
+            ("IFINDEX", "2"),
+            ("ID_NET_DRIVER", "ena"),
+            ("SEQNUM", "4242"),
+        ]);
+        assert_eq!(e.action, Action::Remove);
+        assert_eq!(e.iface, "ens5");
+        assert_eq!(e.ifindex, Some(2));
+        assert_eq!(e.driver.as_deref(), Some("ena"));
+        assert_eq!(e.seqnum, Some(4242));
+        assert_eq!(e.parent(), Some("/devices/pci0000:00/0000:00:05.0"));
+        assert!(e.from_udev);
+    }
+
+    #[test]
+    fn flags_override_udev_variables() {
+        let ov = Overrides {
+            iface: Some("eth1".into()),
+            action: Some("add".into()),
+            ..Overrides::default()
+        };
+        let Parsed::Event(e) = run(&[("ACTION", "remove"), ("INTERFACE", "eth0")], ov).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.action, Action::Add);
+        assert_eq!(e.iface, "eth1");
+    }
+
+    #[test]
+    fn other_subsystems_and_actions_are_ignored() {
+        let r = run(
+            &[("ACTION", "add"), ("SUBSYSTEM", "block")],
+            Overrides::default(),
+        );
+        assert!(matches!(r.unwrap(), Parsed::Ignored(_)));
+        let r = run(
+            &[
+                ("ACTION", "change"),
+                ("SUBSYSTEM", "net"),
+                ("INTERFACE", "eth0"),
+            ],
+            Overrides::default(),
+        );
+        assert!(matches!(r.unwrap(), Parsed::Ignored(_)));
+    }
+
+    #[test]
+    fn bad_input_is_rejected() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("ACTION", "explode"), ("INTERFACE", "eth0")],
+            &[("ACTION", "add")],
+            &[("ACTION", "add"), ("INTERFACE", "../x")],
+            &[("ACTION", "add"), ("INTERFACE", "eth0"), ("IFINDEX", "-1")],
+            &[("ACTION", "add"), ("INTERFACE", "eth0"), ("SEQNUM", "x")],
+            &[("ACTION", "move"), ("INTERFACE", "eth0")],
+            &[
+                ("ACTION", "add"),
+                ("INTERFACE", "eth0"),
+                ("DEVPATH", "/devices/pci0000:00/net/eth1"),
+            ],
+            &[
+                ("ACTION", "add"),
+                ("INTERFACE", "eth0"),
+                ("ID_NET_DRIVER", "a b"),
+            ],
+        ];
+        for vars in cases {
+            let err = run(vars, Overrides::default()).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 2, "{vars:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_interface_is_rejected() {
+        use std::os::unix::ffi::OsStringExt;
+        let env = |k: &str| match k {
+            "ACTION" => Some(OsString::from("add")),
+            "INTERFACE" => Some(OsString::from_vec(vec![b'e', 0xff])),
+            _ => None,
+        };
+        let err = parse(&env, &Overrides::default(), &mut |_| Ok(Action::Add)).unwrap_err();
+        assert!(format!("{err:#}").contains("INTERFACE is not valid UTF-8"));
+    }
+
+    #[test]
+    fn interface_comes_from_devpath_when_missing() {
+        let e = event(&[("ACTION", "remove"), ("DEVPATH", "/devices/vif-0/net/eth0")]);
+        assert_eq!(e.iface, "eth0");
+    }
+}

@@ -1,0 +1,470 @@
+//! Gathering evidence: sysfs, module state and our own records, read into an
+//! [`Evidence`] value that [`crate::decision::decide`] classifies. Every fact
+//! is also kept with the path it came from, for `classify`.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::decision::{Decision, Outcome, Policy, Verdict, decide};
+use crate::error::invalid;
+use crate::event::{Action, Event, is_virtual, parent_of};
+use crate::module::{ModuleState, module_for_driver};
+use crate::state::{Record, State, now_ms};
+use crate::sysfs::{Netdev, Slot, Sysfs};
+
+/// One observation and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fact {
+    pub name: String,
+    pub value: String,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleEvidence {
+    pub name: String,
+    pub state: ModuleState,
+    /// Our record says the module was built in when we saw the device.
+    pub recorded_builtin: bool,
+}
+
+/// A recorded interface that shares the event's MAC or parent device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prior {
+    pub name: String,
+    pub mac: Option<String>,
+    pub ifindex: Option<u32>,
+    /// How it matched, for the reasons: `MAC 02:..` or `parent /devices/..`.
+    pub matched_by: String,
+    pub departed: Option<PriorDeparture>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorDeparture {
+    pub verdict: Verdict,
+    pub age_ms: u64,
+}
+
+/// How the settle window went, when one was needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settle {
+    pub elapsed_ms: u64,
+    pub polls: u32,
+    pub expired: bool,
+}
+
+/// Everything the decision looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    pub action: Action,
+    pub iface: String,
+    pub old_name: Option<String>,
+    pub devpath: Option<String>,
+    pub parent: Option<String>,
+    pub virtual_dev: bool,
+    pub event_ifindex: Option<u32>,
+    /// Our record of this interface (by name), if any.
+    pub record: Option<Record>,
+    pub driver: Option<String>,
+    pub parent_present: bool,
+    pub parent_driver: Option<String>,
+    /// An earlier poll in this invocation saw the parent unbound.
+    pub seen_unbound: bool,
+    /// remove: the net devices the parent has now.
+    pub netdevs: Vec<Netdev>,
+    /// add: the interface as sysfs shows it now.
+    pub netdev: Option<Netdev>,
+    pub module: Option<ModuleEvidence>,
+    pub slot: Option<Slot>,
+    /// add: records sharing the MAC or parent.
+    pub priors: Vec<Prior>,
+    pub settle: Option<Settle>,
+    pub facts: Vec<Fact>,
+}
+
+impl Evidence {
+    /// The ifindex of the net device that went away.
+    pub fn gone_ifindex(&self) -> Option<u32> {
+        self.event_ifindex
+            .or(self.record.as_ref().and_then(|r| r.ifindex))
+    }
+
+    /// A net device under the parent that is not the one being removed: a
+    /// new ifindex (the dying device can still be in sysfs with its old one)
+    /// and, when we know the MAC, the same MAC.
+    pub fn returned(&self) -> Option<&Netdev> {
+        let known_mac = self.record.as_ref().and_then(|r| r.mac.as_deref());
+        self.netdevs.iter().find(|n| {
+            let new_index = match (self.gone_ifindex(), n.ifindex) {
+                (Some(gone), Some(now)) => gone != now,
+                _ => true,
+            };
+            let same_mac = match (known_mac, n.mac.as_deref()) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => true,
+            };
+            new_index && same_mac
+        })
+    }
+
+    fn fact(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+        source: impl Into<String>,
+    ) {
+        self.facts.push(Fact {
+            name: name.into(),
+            value: value.into(),
+            source: source.into(),
+        });
+    }
+
+    /// The facts as JSON, for `classify --json` and the journal.
+    pub fn facts_json(&self) -> Value {
+        Value::Array(
+            self.facts
+                .iter()
+                .map(|f| json!({"name": f.name, "value": f.value, "source": f.source}))
+                .collect(),
+        )
+    }
+}
+
+/// Reads evidence for one event. Built once per event; `snapshot` is called
+/// again on every poll of the settle window.
+pub struct Gatherer<'a> {
+    sysfs: &'a Sysfs,
+    state: &'a State,
+    event: &'a Event,
+    record: Option<Record>,
+    devpath: Option<String>,
+}
+
+impl<'a> Gatherer<'a> {
+    pub fn new(sysfs: &'a Sysfs, state: &'a State, event: &'a Event) -> Result<Self> {
+        let record = state.record(&event.iface);
+        let devpath = match &event.devpath {
+            Some(d) => Some(d.clone()),
+            None => match sysfs.class_net_devpath(&event.iface)? {
+                Some(d) => Some(d),
+                None => record.as_ref().map(|r| r.devpath.clone()),
+            },
+        };
+        if event.action == Action::Remove && devpath.is_none() {
+            return Err(invalid(format!(
+                "no DEVPATH for {}: it is not in sysfs and has no record; pass --devpath",
+                event.iface
+            )));
+        }
+        Ok(Gatherer {
+            sysfs,
+            state,
+            event,
+            record,
+            devpath,
+        })
+    }
+
+    /// One look at sysfs, module state and records.
+    pub fn snapshot(&self) -> Result<Evidence> {
+        let sysfs = self.sysfs;
+        let e = self.event;
+        let mut ev = Evidence {
+            action: e.action,
+            iface: e.iface.clone(),
+            old_name: e.iface_old.clone(),
+            devpath: self.devpath.clone(),
+            parent: self.devpath.as_deref().map(|d| parent_of(d).to_string()),
+            virtual_dev: self.devpath.as_deref().is_some_and(is_virtual),
+            event_ifindex: e.ifindex,
+            record: self.record.clone(),
+            ..Evidence::default()
+        };
+        if let Some(d) = &ev.devpath {
+            let how = if e.devpath.is_some() {
+                "event"
+            } else {
+                "sysfs or record"
+            };
+            ev.fact("devpath", d.clone(), how);
+        }
+        if let Some(r) = &self.record {
+            ev.fact(
+                "record",
+                format!(
+                    "mac {} ifindex {} driver {}{}",
+                    r.mac.as_deref().unwrap_or("?"),
+                    r.ifindex.map_or("?".into(), |i| i.to_string()),
+                    r.driver.as_deref().unwrap_or("?"),
+                    r.departed
+                        .as_ref()
+                        .map(|d| format!(", departed ({})", d.verdict))
+                        .unwrap_or_default()
+                ),
+                self.state
+                    .dir()
+                    .join("ifaces")
+                    .join(format!("{}.json", r.name))
+                    .display()
+                    .to_string(),
+            );
+        }
+        if e.action == Action::Move {
+            return Ok(ev);
+        }
+        let (Some(devpath), Some(parent)) = (ev.devpath.clone(), ev.parent.clone()) else {
+            return Ok(ev);
+        };
+        ev.fact("virtual", yes_no(ev.virtual_dev), "devpath");
+
+        if ev.virtual_dev {
+            // A virtual device's "parent" is /devices/virtual, shared by all of
+            // them: look at the device itself.
+            let now = sysfs.netdev(&devpath)?;
+            ev.fact(
+                "netdev.present",
+                yes_no(now.is_some()),
+                sysfs.show(&devpath),
+            );
+            ev.netdevs.extend(now.clone());
+            ev.netdev = now;
+            if e.action == Action::Add {
+                self.add_priors(&mut ev);
+            }
+            return Ok(ev);
+        }
+
+        ev.parent_present = sysfs.exists(&parent);
+        ev.fact(
+            "parent.present",
+            yes_no(ev.parent_present),
+            sysfs.show(&parent),
+        );
+        ev.parent_driver = sysfs.bound_driver(&parent);
+        ev.fact(
+            "parent.driver",
+            ev.parent_driver
+                .clone()
+                .unwrap_or_else(|| "(unbound)".into()),
+            sysfs.show(&format!("{parent}/driver")),
+        );
+        ev.driver = e
+            .driver
+            .clone()
+            .or_else(|| self.record.as_ref().and_then(|r| r.driver.clone()))
+            .or_else(|| ev.parent_driver.clone());
+        if let Some(d) = &ev.driver {
+            let source = if e.driver.is_some() {
+                "ID_NET_DRIVER"
+            } else if self.record.as_ref().is_some_and(|r| r.driver.is_some()) {
+                "record"
+            } else {
+                "parent driver link"
+            };
+            ev.fact("driver", d.clone(), source);
+        }
+
+        match e.action {
+            Action::Add => {
+                ev.netdev = sysfs.netdev(&devpath)?;
+                match ev.netdev.clone() {
+                    Some(n) => {
+                        ev.fact(
+                            "netdev.mac",
+                            n.mac.clone().unwrap_or_default(),
+                            sysfs.show(&format!("{devpath}/address")),
+                        );
+                        ev.fact(
+                            "netdev.ifindex",
+                            n.ifindex.map_or(String::new(), |i| i.to_string()),
+                            sysfs.show(&format!("{devpath}/ifindex")),
+                        );
+                    }
+                    None => ev.fact("netdev.present", "no", sysfs.show(&devpath)),
+                }
+                ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;
+                self.add_priors(&mut ev);
+            }
+            Action::Remove => {
+                ev.netdevs = sysfs.netdevs_under(&parent)?;
+                let names: Vec<String> = ev
+                    .netdevs
+                    .iter()
+                    .map(|n| format!("{} (ifindex {})", n.name, n.ifindex.unwrap_or(0)))
+                    .collect();
+                ev.fact(
+                    "parent.netdevs",
+                    if names.is_empty() {
+                        "(none)".into()
+                    } else {
+                        names.join(", ")
+                    },
+                    sysfs.show(&format!("{parent}/net")),
+                );
+                if ev.parent_present && ev.parent_driver.is_none() {
+                    ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;
+                    ev.slot = sysfs.pci_slot(&parent)?;
+                    if let Some(s) = &ev.slot {
+                        ev.fact(
+                            "pci_slot.power",
+                            s.power.map_or("?", |p| if p { "on" } else { "off" }),
+                            sysfs.show(&format!("/bus/pci/slots/{}/power", s.name)),
+                        );
+                    }
+                } else if ev.parent_driver.is_some() {
+                    ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;
+                }
+            }
+            Action::Move => {}
+        }
+        Ok(ev)
+    }
+
+    /// Which module drives the device, and its state. The name comes from
+    /// (first that answers) our record, the bound driver's `module` link,
+    /// `/bus/<bus>/drivers/<driver>/module`, or the driver name itself.
+    fn module(
+        &self,
+        parent: &str,
+        driver: Option<&str>,
+        facts: &mut Vec<Fact>,
+    ) -> Result<Option<ModuleEvidence>> {
+        let sysfs = self.sysfs;
+        let recorded = self
+            .record
+            .as_ref()
+            .filter(|r| driver.is_none() || r.driver.as_deref() == driver);
+        let name = recorded
+            .and_then(|r| r.module.clone())
+            .or_else(|| sysfs.driver_module(parent))
+            .or_else(|| {
+                let bus = sysfs.link_name(&format!("{parent}/subsystem"))?;
+                sysfs.link_name(&format!("/bus/{bus}/drivers/{}/module", driver?))
+            })
+            .or_else(|| driver.map(module_for_driver));
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let state = sysfs.module_state(&name)?;
+        facts.push(Fact {
+            name: format!("module.{name}"),
+            value: state.as_str().to_string(),
+            source: sysfs.show(&format!("/module/{name}/initstate")),
+        });
+        Ok(Some(ModuleEvidence {
+            name,
+            state,
+            recorded_builtin: recorded.is_some_and(|r| r.builtin),
+        }))
+    }
+
+    /// Records that share the new device's MAC or (for real devices) parent.
+    fn add_priors(&self, ev: &mut Evidence) {
+        let now = now_ms();
+        let mac = ev.netdev.as_ref().and_then(|n| n.mac.clone());
+        for r in self.state.records() {
+            let by_mac = match (&mac, &r.mac) {
+                (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => Some(format!("MAC {a}")),
+                _ => None,
+            };
+            let by_parent = (!ev.virtual_dev && ev.parent.as_deref() == Some(r.parent()))
+                .then(|| format!("parent {}", r.parent()));
+            let Some(matched_by) = by_mac.or(by_parent) else {
+                continue;
+            };
+            let departed = r.departed.as_ref().and_then(|d| {
+                Some(PriorDeparture {
+                    verdict: Verdict::parse(&d.verdict)?,
+                    age_ms: now.saturating_sub(d.at_ms),
+                })
+            });
+            ev.facts.push(Fact {
+                name: format!("prior.{}", r.name),
+                value: format!(
+                    "{matched_by}{}",
+                    departed
+                        .as_ref()
+                        .map(|d| format!(", left {} ms ago ({})", d.age_ms, d.verdict.as_str()))
+                        .unwrap_or_default()
+                ),
+                source: self
+                    .state
+                    .dir()
+                    .join("ifaces")
+                    .join(format!("{}.json", r.name))
+                    .display()
+                    .to_string(),
+            });
+            ev.priors.push(Prior {
+                name: r.name.clone(),
+                mac: r.mac.clone(),
+                ifindex: r.ifindex,
+                matched_by,
+                departed,
+            });
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Settle-window timing.
+#[derive(Clone, Copy, Debug)]
+pub struct SettleWindow {
+    pub window: Duration,
+    pub poll: Duration,
+}
+
+/// Gathers evidence and decides, polling sysfs within the settle window while
+/// the state is not decisive (an unbound parent), and stopping the moment it
+/// is.
+pub fn classify(
+    sysfs: &Sysfs,
+    state: &State,
+    event: &Event,
+    policy: &Policy,
+    settle: SettleWindow,
+) -> Result<(Evidence, Decision)> {
+    let gatherer = Gatherer::new(sysfs, state, event)?;
+    let start = Instant::now();
+    let mut polls = 0u32;
+    let mut seen_unbound = false;
+    loop {
+        let mut ev = gatherer.snapshot()?;
+        polls += 1;
+        ev.seen_unbound = seen_unbound;
+        if polls > 1 {
+            ev.settle = Some(Settle {
+                elapsed_ms: start.elapsed().as_millis() as u64,
+                polls,
+                expired: false,
+            });
+        }
+        match decide(&ev, policy) {
+            Outcome::Decided(d) => return Ok((ev, d)),
+            Outcome::Unsettled(why) => {
+                seen_unbound = true;
+                let elapsed = start.elapsed();
+                if elapsed >= settle.window {
+                    ev.settle = Some(Settle {
+                        elapsed_ms: elapsed.as_millis() as u64,
+                        polls,
+                        expired: true,
+                    });
+                    return match decide(&ev, policy) {
+                        Outcome::Decided(d) => Ok((ev, d)),
+                        Outcome::Unsettled(_) => bail!("no verdict after the settle window: {why}"),
+                    };
+                }
+                crate::log::debug(&format!("poll {polls}: {why}"));
+                thread::sleep(settle.poll.min(settle.window - elapsed));
+            }
+        }
+    }
+}

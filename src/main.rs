@@ -1,0 +1,13 @@
+use clap::Parser;
+
+fn main() {
+    let cli = hotplug_hook::cli::Cli::parse();
+    let code = match hotplug_hook::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hotplug-hook: {err:#}");
+            hotplug_hook::error::exit_code(&err)
+        }
+    };
+    std::process::exit(code);
+}
