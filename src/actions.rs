@@ -166,6 +166,9 @@ pub fn job_json(
         "ifindex": ev.netdev.as_ref().and_then(|n| n.ifindex).or(ev.gone_ifindex()),
         "command": cfg.command,
         "timeout_secs": cfg.command_timeout_secs,
+        // The worker journals here, whatever config it was started with.
+        "state_dir": cfg.state_dir,
+        "journal_max_bytes": cfg.journal_max_bytes,
     })
 }
 

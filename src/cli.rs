@@ -22,7 +22,13 @@ use crate::{log, worker};
 /// Tells a real NIC removal from a driver reload, unbind or netns move, and
 /// reconfigures only for real changes.
 #[derive(Debug, Parser)]
-#[command(name = "hotplug-hook", version, about, max_term_width = 100)]
+#[command(
+    name = "hotplug-hook",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     /// JSON config file [default: /etc/hotplug-hook/config.json if present]
     #[arg(long, global = true, value_name = "FILE")]
@@ -99,8 +105,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Classify { event, json } => classify_cmd(&cfg, event, *json),
         Cmd::Scan => scan(&cfg),
         Cmd::Worker { job } => {
-            let state = State::new(&cfg.state_dir);
-            let ok = worker::run(&state, cfg.journal_max_bytes, job)?;
+            let ok = worker::run(job)?;
             Ok(if ok { EXIT_OK } else { EXIT_FAILURE })
         }
     }

@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub struct Job {
     pub ifindex: Option<u64>,
     pub command: Vec<String>,
     pub timeout_secs: u64,
+    /// The state dir of the `handle` that wrote the job.
+    pub state_dir: Option<PathBuf>,
+    pub journal_max_bytes: u64,
 }
 
 impl Job {
@@ -62,6 +65,11 @@ impl Job {
             ifindex: v.get("ifindex").and_then(Value::as_u64),
             command,
             timeout_secs: v.get("timeout_secs").and_then(Value::as_u64).unwrap_or(120),
+            state_dir: s("state_dir").map(PathBuf::from),
+            journal_max_bytes: v
+                .get("journal_max_bytes")
+                .and_then(Value::as_u64)
+                .unwrap_or(1 << 20),
         })
     }
 
@@ -162,9 +170,10 @@ pub fn run_command(job: &Job) -> Ran {
     }
 }
 
-/// `hotplug-hook worker --job FILE`: run it, journal it, remove it.
-/// Returns whether the command succeeded.
-pub fn run(state: &State, journal_max_bytes: u64, job_path: &Path) -> Result<bool> {
+/// `hotplug-hook worker --job FILE`: run it, journal it (in the state dir of
+/// the `handle` that wrote it), remove it. Returns whether the command
+/// succeeded.
+pub fn run(job_path: &Path) -> Result<bool> {
     let job = read_job(job_path)?;
     let start = Instant::now();
     let ran = run_command(&job);
@@ -195,9 +204,16 @@ pub fn run(state: &State, journal_max_bytes: u64, job_path: &Path) -> Result<boo
     } else {
         crate::log::warn(&msg);
     }
-    let lock = state.lock()?;
-    state.append_journal(&lock, &entry, journal_max_bytes)?;
-    drop(lock);
+    if let Some(dir) = &job.state_dir {
+        let state = State::new(dir);
+        let journaled = state
+            .ensure()
+            .and_then(|()| state.lock())
+            .and_then(|lock| state.append_journal(&lock, &entry, job.journal_max_bytes));
+        if let Err(e) = journaled {
+            crate::log::warn(&format!("{e:#}"));
+        }
+    }
     fs::remove_file(job_path)
         .with_context(|| format!("failed to remove job {}", job_path.display()))?;
     if let Ran::FailedToStart(e) = &ran {
