@@ -1,1 +1,191 @@
-fn main() {}
+//! `cargo bench`: wall time of one `hotplug-hook handle` invocation per
+//! verdict, on the test fixtures, spawned the way udev spawns it. Prints
+//! figures; asserts nothing. Compare ratios (against spawning /bin/true in
+//! the same run), not absolute numbers, on a shared machine.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ModKind, Tree};
+
+fn runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300)
+}
+
+struct Stats {
+    median: Duration,
+    p95: Duration,
+    min: Duration,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p95: at(0.95),
+        min: v[0],
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Times `n` runs of a command built by `make`, calling `reset` before each.
+fn time(n: usize, mut make: impl FnMut() -> Command, mut reset: impl FnMut()) -> Stats {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        reset();
+        let mut cmd = make();
+        let start = Instant::now();
+        let out = cmd.output().expect("spawn");
+        samples.push(start.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stats(samples)
+}
+
+fn peak_rss_kib() -> i64 {
+    // SAFETY: getrusage fills the struct we pass.
+    unsafe {
+        let mut ru: nix::libc::rusage = std::mem::zeroed();
+        nix::libc::getrusage(nix::libc::RUSAGE_CHILDREN, &mut ru);
+        ru.ru_maxrss
+    }
+}
+
+fn udev_cmd(t: &Tree, action: &str, devpath: &str, ifindex: u32, driver: &str) -> Command {
+    let env = Tree::udev_env(action, devpath, ifindex, driver);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    t.command(&["handle"], &env)
+}
+
+fn main() {
+    // The state dir lives on tmpfs (/run) in production; put the trees on
+    // tmpfs too unless told otherwise.
+    if std::env::var_os("TMPDIR").is_none() && std::path::Path::new("/dev/shm").is_dir() {
+        // SAFETY: single-threaded at this point.
+        unsafe { std::env::set_var("TMPDIR", "/dev/shm") };
+    }
+    println!("fixtures under {}", std::env::temp_dir().display());
+    let n = runs();
+    let exe = env!("CARGO_BIN_EXE_hotplug-hook");
+    let size = std::fs::metadata(exe).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "hotplug-hook handle, {n} runs per row ({exe}, {:.0} KiB)",
+        size as f64 / 1024.0
+    );
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>8}",
+        "case", "median ms", "p95 ms", "min ms", "x true"
+    );
+
+    let baseline = time(n, || Command::new("/bin/true"), || {});
+    let row = |name: &str, s: &Stats| {
+        println!(
+            "{:<18} {:>10.3} {:>10.3} {:>10.3} {:>8.1}",
+            name,
+            ms(s.median),
+            ms(s.p95),
+            ms(s.min),
+            ms(s.median) / ms(baseline.median)
+        );
+    };
+    row("spawn /bin/true", &baseline);
+
+    // driver-unload: mid `modprobe -r ena`, 2 ENIs recorded.
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.ena(6, "ens6", "02:00:00:00:00:06", 3, ModKind::Loadable);
+    t.run(&["scan"], &[]);
+    t.module_going("ena");
+    t.unbind(&ens5);
+    row(
+        "driver-unload",
+        &time(n, || udev_cmd(&t, "remove", &ens5, 2, "ena"), || {}),
+    );
+
+    // device-returned: the reload finished before the hook ran.
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.run(&["scan"], &[]);
+    let t_ret = {
+        t.unload("pci", "ena", "ena", &[&ens5]);
+        t.driver("pci", "ena", "ena", ModKind::Loadable);
+        t.bind("/devices/pci0000:00/0000:00:05.0", "pci", "ena");
+        t.netdev(
+            "/devices/pci0000:00/0000:00:05.0",
+            "ens5",
+            "02:00:00:00:00:05",
+            7,
+        );
+        t
+    };
+    row(
+        "device-returned",
+        &time(n, || udev_cmd(&t_ret, "remove", &ens5, 2, "ena"), || {}),
+    );
+
+    // device-removed (backend none): ENI detached.
+    let t = Tree::new();
+    let ens6 = t.ena(6, "ens6", "02:00:00:00:00:06", 3, ModKind::Loadable);
+    t.hot_unplug(&ens6);
+    row(
+        "device-removed",
+        &time(n, || udev_cmd(&t, "remove", &ens6, 3, "ena"), || {}),
+    );
+
+    // netdev-detached: moved into a container's namespace.
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.netns_move(&ens5);
+    row(
+        "netdev-detached",
+        &time(n, || udev_cmd(&t, "remove", &ens5, 2, "ena"), || {}),
+    );
+
+    // virtual: a veth appears.
+    let t = Tree::new();
+    let veth = t.veth("veth0", "0a:00:00:00:00:01", 9);
+    row(
+        "virtual",
+        &time(n, || udev_cmd(&t, "add", &veth, 9, "veth"), || {}),
+    );
+
+    // new-device (backend none): a fresh ENI; its record is removed between runs.
+    let t = Tree::new();
+    let ens7 = t.ena(7, "ens7", "02:00:00:00:00:07", 4, ModKind::Loadable);
+    let rec = t.state.join("ifaces/ens7.json");
+    row(
+        "new-device",
+        &time(
+            n,
+            || udev_cmd(&t, "add", &ens7, 4, "ena"),
+            || {
+                let _ = std::fs::remove_file(&rec);
+            },
+        ),
+    );
+
+    // driver-unbind waits out the settle window (default 300 ms): fewer runs.
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.unbind(&ens5);
+    row(
+        "driver-unbind",
+        &time(n.min(20), || udev_cmd(&t, "remove", &ens5, 2, "ena"), || {}),
+    );
+
+    println!("peak RSS of any hook run: {} KiB", peak_rss_kib());
+}

@@ -242,8 +242,10 @@ impl State {
 }
 
 /// Writes `bytes` to `path` atomically: a unique temp file in the same
-/// directory, fsync, rename over. Readers see the old or the new file, never
-/// a torn one, even if we are killed half way.
+/// directory, renamed over. Readers see the old or the new file, never a torn
+/// one, even if we are killed half way. No fsync: everything here is soft
+/// state on tmpfs (`/run`) that is re-derived when lost, and a sync costs
+/// more than the rest of an invocation on a disk-backed dir.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -264,7 +266,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .open(&tmp)
             .with_context(|| format!("failed to create {}", tmp.display()))?;
         f.write_all(bytes)
-            .and_then(|()| f.sync_data())
             .with_context(|| format!("failed to write {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("failed to rename {} to {}", tmp.display(), path.display()))

@@ -108,7 +108,7 @@ impl Sysfs {
 
     /// A net device at `devpath`, or `None` if it is not there.
     pub fn netdev(&self, devpath: &str) -> Result<Option<Netdev>> {
-        if !self.exists(devpath) {
+        if !self.path(devpath).is_dir() {
             return Ok(None);
         }
         let name = crate::event::iface_of(devpath).to_string();

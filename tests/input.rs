@@ -1,0 +1,311 @@
+//! Bad input: a clear one-line error, exit 2, and no state change.
+//! Also `classify` (no side effects, JSON shape) and concurrent invocations.
+
+mod common;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::process::Command;
+
+use common::{ModKind, Tree, ok, stderr, stdout};
+
+const ENS5: &str = "/devices/pci0000:00/0000:00:05.0/net/ens5";
+
+fn nitro() -> Tree {
+    let t = Tree::new();
+    t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    ok(&t.run(&["scan"], &[]));
+    t
+}
+
+fn assert_refused(t: &Tree, out: &std::process::Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    assert!(err.starts_with("hotplug-hook: "), "{err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    let _ = t;
+}
+
+#[test]
+fn hostile_udev_environments_are_refused_without_touching_state() {
+    let t = nitro();
+    let before = t.state_snapshot();
+    let long = "a".repeat(16);
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("INTERFACE", "ens5/../x")], "invalid interface name"),
+        (vec![("INTERFACE", "..")], "invalid interface name"),
+        (vec![("INTERFACE", "ens\n5")], "invalid interface name"),
+        (vec![("INTERFACE", &long)], "longer than 15 bytes"),
+        (vec![("INTERFACE", "")], "empty"),
+        (
+            vec![
+                ("INTERFACE", "ens5"),
+                ("DEVPATH", "devices/pci0000:00/net/ens5"),
+            ],
+            "not under /devices/",
+        ),
+        (
+            vec![
+                ("INTERFACE", "ens5"),
+                ("DEVPATH", "/devices/pci0000:00/../../../etc/net/ens5"),
+            ],
+            "contains a . or .. component",
+        ),
+        (
+            vec![
+                ("INTERFACE", "ens5"),
+                ("DEVPATH", "/devices/pci0000:00/0000:00:05.0"),
+            ],
+            "not a net device",
+        ),
+        (
+            vec![("INTERFACE", "ens6"), ("DEVPATH", ENS5)],
+            "does not end in /net/ens6",
+        ),
+        (vec![("INTERFACE", "ens5"), ("IFINDEX", "two")], "IFINDEX"),
+    ];
+    for (vars, needle) in cases {
+        let mut env = vec![("ACTION", "remove"), ("SUBSYSTEM", "net")];
+        env.extend(vars);
+        let out = t.run(&["handle"], &env);
+        assert_refused(&t, &out, needle);
+    }
+    let out = t.run(&["handle"], &[("ACTION", "explode"), ("INTERFACE", "ens5")]);
+    assert_refused(&t, &out, "unknown ACTION");
+    let out = t.run(&["handle"], &[("ACTION", "remove"), ("SUBSYSTEM", "net")]);
+    assert_refused(&t, &out, "no interface");
+    assert_eq!(t.state_snapshot(), before, "state changed");
+}
+
+#[test]
+fn non_utf8_interface_is_refused() {
+    let t = nitro();
+    let mut cmd: Command = t.command(&["handle"], &[("ACTION", "add"), ("SUBSYSTEM", "net")]);
+    cmd.env("INTERFACE", OsString::from_vec(vec![b'e', b't', 0xff]));
+    let out = cmd.output().unwrap();
+    assert_refused(&t, &out, "INTERFACE is not valid UTF-8");
+}
+
+#[test]
+fn devpaths_escaping_the_sysfs_root_are_refused() {
+    let t = nitro();
+    let before = t.state_snapshot();
+    // A symlink inside the tree that leads out of it.
+    std::os::unix::fs::symlink("/etc", t.p("/devices/escape")).unwrap();
+    let out = t.run(
+        &["handle"],
+        &[
+            ("ACTION", "remove"),
+            ("DEVPATH", "/devices/escape/net/ens5"),
+        ],
+    );
+    assert_refused(&t, &out, "outside the sysfs root");
+    // A symlink loop.
+    std::os::unix::fs::symlink("loop-b", t.p("/devices/loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", t.p("/devices/loop-b")).unwrap();
+    let out = t.run(
+        &["handle"],
+        &[
+            ("ACTION", "remove"),
+            ("DEVPATH", "/devices/loop-a/net/ens5"),
+        ],
+    );
+    assert_refused(&t, &out, "symlink loop");
+    assert_eq!(t.state_snapshot(), before);
+}
+
+#[test]
+fn bad_flags_and_configs_are_usage_errors() {
+    let t = nitro();
+    let out = t.run(&["handle", "--action", "explode", "--iface", "ens5"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = t.run(
+        &[
+            "--config",
+            "/nonexistent/config.json",
+            "handle",
+            "--iface",
+            "ens5",
+        ],
+        &[],
+    );
+    assert_refused(&t, &out, "failed to read config /nonexistent/config.json");
+    let cfg = t.scratch("bad.json");
+    std::fs::write(&cfg, r#"{"settle_ms": "fast"}"#).unwrap();
+    let out = t.run(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "handle",
+            "--iface",
+            "ens5",
+        ],
+        &[],
+    );
+    assert_refused(&t, &out, "\"settle_ms\" must be a non-negative integer");
+    std::fs::write(&cfg, r#"{"setle_ms": 5}"#).unwrap();
+    let out = t.run(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "handle",
+            "--iface",
+            "ens5",
+        ],
+        &[],
+    );
+    assert_refused(&t, &out, "unknown key \"setle_ms\"");
+}
+
+#[test]
+fn config_file_settings_apply_and_flags_win() {
+    let t = nitro();
+    t.unbind(ENS5);
+    let cfg = t.scratch("c.json");
+    std::fs::write(&cfg, r#"{"settle_ms": 5000}"#).unwrap();
+    let start = std::time::Instant::now();
+    ok(&t.udev(
+        "remove",
+        ENS5,
+        2,
+        "ena",
+        &["--config", cfg.to_str().unwrap(), "--settle-ms", "20"],
+    ));
+    assert!(start.elapsed().as_millis() < 2000);
+    assert_eq!(t.last_verdict(), "driver-unbind");
+}
+
+#[test]
+fn classify_explains_without_side_effects() {
+    let t = Tree::new();
+    t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.module_going("ena");
+    t.unbind(ENS5);
+    let out = t.run(
+        &[
+            "classify",
+            "--action",
+            "remove",
+            "--devpath",
+            ENS5,
+            "--driver",
+            "ena",
+            "--ifindex",
+            "2",
+        ],
+        &[],
+    );
+    ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("ens5 remove: driver-unload (no reconfiguration)\n"),
+        "{text}"
+    );
+    assert!(text.contains("module ena is going"), "{text}");
+    assert!(
+        text.contains(&t.p("/module/ena/initstate").display().to_string()),
+        "{text}"
+    );
+    assert!(!t.state.exists(), "classify wrote state");
+
+    let out = t.run(
+        &[
+            "classify",
+            "--json",
+            "--action",
+            "remove",
+            "--devpath",
+            ENS5,
+            "--driver",
+            "ena",
+        ],
+        &[],
+    );
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["verdict"], "driver-unload");
+    assert_eq!(v["reconfigure"], false);
+    assert_eq!(v["iface"], "ens5");
+    assert_eq!(v["action"], "remove");
+    assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
+    let evidence = v["evidence"].as_array().unwrap();
+    let parent = evidence
+        .iter()
+        .find(|f| f["name"] == "parent.driver")
+        .unwrap();
+    assert_eq!(parent["value"], "(unbound)");
+    assert!(
+        parent["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("0000:00:05.0/driver")
+    );
+    assert!(!t.state.exists());
+}
+
+#[test]
+fn concurrent_invocations_keep_a_consistent_journal() {
+    let t = Tree::new();
+    let mut devpaths = Vec::new();
+    for i in 0..16u8 {
+        devpaths.push(t.ena(
+            3 + i,
+            &format!("ens{}", 3 + i),
+            &format!("02:00:00:00:00:{i:02x}"),
+            2 + u32::from(i),
+            ModKind::Loadable,
+        ));
+    }
+    ok(&t.run(&["scan"], &[]));
+    t.module_going("ena");
+    for d in &devpaths {
+        t.unbind(d);
+    }
+    // 32 events at once: every NIC's remove, twice (udev retries, replays).
+    let children: Vec<_> = (0..32)
+        .map(|n| {
+            let d = &devpaths[n % 16];
+            let env = Tree::udev_env("remove", d, 2 + (n % 16) as u32, "ena");
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            t.command(&["handle"], &env)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        ok(&out);
+    }
+    let journal = t.journal();
+    assert_eq!(journal.len(), 32);
+    assert!(journal.iter().all(|e| e["verdict"] == "driver-unload"));
+    for i in 0..16 {
+        let r = t.record(&format!("ens{}", 3 + i)).unwrap();
+        assert_eq!(r["departed"]["verdict"], "driver-unload");
+    }
+}
+
+#[test]
+fn unwritable_state_dir_still_handles_the_event() {
+    let t = nitro();
+    t.module_going("ena");
+    t.unbind(ENS5);
+    // A state dir that cannot be created (its parent is a file).
+    let blocker = t.scratch("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let bad_state = blocker.join("state");
+    let out = t.udev(
+        "remove",
+        ENS5,
+        2,
+        "ena",
+        &["--state-dir", bad_state.to_str().unwrap()],
+    );
+    let err = ok(&out);
+    assert!(err.contains("driver-unload"), "{err}");
+    assert!(err.contains("warning: failed to create"), "{err}");
+}
