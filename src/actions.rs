@@ -16,10 +16,12 @@ use nix::unistd::{ForkResult, fork, setsid};
 use serde_json::{Value, json};
 
 use crate::config::{Backend, Config, Dispatch};
-use crate::decision::Decision;
+use crate::decision::{Decision, Verdict};
 use crate::event::{Action, Event};
 use crate::evidence::Evidence;
-use crate::state::{State, now_ms, write_atomic};
+use crate::imds::Attachment;
+use crate::state::{State, write_atomic};
+use crate::worker::Job;
 
 /// What reconfiguration did, for the log line and the journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,35 +38,114 @@ impl Taken {
     }
 }
 
-/// Triggers reconfiguration through the configured backend. Failures are
-/// reported in the returned value, never as an error: the event itself was
-/// handled.
+fn taken(backend: &'static str, result: &'static str, detail: String) -> Taken {
+    Taken {
+        backend,
+        result,
+        detail,
+    }
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::None => "none",
+        Backend::CloudInit => "cloud-init",
+        Backend::Command => "command",
+    }
+}
+
+/// What the worker must hear from IMDS before it reconfigures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirm {
+    /// Nothing: reconfigure at once.
+    None,
+    /// `device-removed`: the MAC must be detached in IMDS.
+    Detach,
+    /// `new-device`: the MAC must be attached in IMDS.
+    Attach,
+    /// `driver-unbind` whose settle window ran out: detached in IMDS means
+    /// removed after all; attached means a plain unbind (no action).
+    Tiebreak,
+}
+
+impl Confirm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confirm::None => "none",
+            Confirm::Detach => "detach",
+            Confirm::Attach => "attach",
+            Confirm::Tiebreak => "tiebreak",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Confirm> {
+        [
+            Confirm::None,
+            Confirm::Detach,
+            Confirm::Attach,
+            Confirm::Tiebreak,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// From `handle`, in udev context: decides what reconfiguration an event
+/// needs and starts it without blocking and without touching the network.
+/// `None` when the verdict needs nothing. Failures are reported in the
+/// returned value: the event itself was handled.
 pub fn reconfigure(
     cfg: &Config,
     state: &State,
     event: &Event,
     ev: &Evidence,
     decision: &Decision,
-) -> Taken {
-    match cfg.backend {
-        Backend::None => Taken {
-            backend: "none",
-            result: "skipped",
-            detail: "no backend configured".into(),
-        },
-        Backend::CloudInit => cloud_init(cfg, event, ev),
-        Backend::Command => match dispatch_job(cfg, state, event, ev, decision) {
-            Ok(detail) => taken("command", "dispatched", detail),
-            Err(e) => taken("command", "failed", format!("{e:#}")),
-        },
+) -> Option<Taken> {
+    let v = decision.verdict;
+    let unbind_timed_out =
+        v == Verdict::DriverUnbind && ev.settle.as_ref().is_some_and(|s| s.expired);
+    if !v.triggers_reconfig() && !unbind_timed_out {
+        return None;
     }
+    if cfg.backend == Backend::None {
+        return v
+            .triggers_reconfig()
+            .then(|| taken("none", "skipped", "no backend configured".into()));
+    }
+    let confirm = match (cfg.imds && ev.mac().is_some(), v) {
+        (true, Verdict::DeviceRemoved) => Confirm::Detach,
+        (true, Verdict::NewDevice) => Confirm::Attach,
+        (true, Verdict::DriverUnbind) => Confirm::Tiebreak,
+        (false, Verdict::DriverUnbind) => return None,
+        _ => Confirm::None,
+    };
+    let backend = backend_name(cfg.backend);
+    if cfg.backend == Backend::CloudInit && confirm == Confirm::None {
+        // A local, non-blocking FIFO write: fine inside udev.
+        return Some(cloud_init(cfg, event.action, ev.devpath.as_deref()));
+    }
+    let job = Job::from_event(cfg, event, ev, decision, confirm);
+    Some(match dispatch_job(cfg, state, &job) {
+        Ok(detail) => taken(backend, "dispatched", detail),
+        Err(e) => taken(backend, "failed", format!("{e:#}")),
+    })
 }
 
-fn taken(backend: &'static str, result: &'static str, detail: String) -> Taken {
-    Taken {
-        backend,
-        result,
-        detail,
+/// From the worker, once IMDS agrees (or no confirmation was needed).
+pub fn trigger(cfg: &Config, job: &Job, attachment: Option<&Attachment>) -> Taken {
+    match cfg.backend {
+        Backend::None => taken("none", "skipped", "no backend configured".into()),
+        Backend::CloudInit => cloud_init(cfg, job.action, job.devpath.as_deref()),
+        Backend::Command => {
+            let ran =
+                crate::worker::run_command(job, &cfg.command, cfg.command_timeout_secs, attachment);
+            let result = if ran.ok() { "done" } else { "failed" };
+            taken(
+                "command",
+                result,
+                format!("{} {}", cfg.command[0], ran.describe()),
+            )
+        }
     }
 }
 
@@ -81,9 +162,9 @@ pub fn cloud_init_line(devpath: &str, action: Action) -> String {
 /// systemd hosts; `result.json` exists elsewhere), opening the FIFO
 /// read-write so the open cannot block, and non-blocking so a full pipe
 /// cannot either.
-fn cloud_init(cfg: &Config, event: &Event, ev: &Evidence) -> Taken {
+fn cloud_init(cfg: &Config, action: Action, devpath: Option<&str>) -> Taken {
     let skip = |detail: String| taken("cloud-init", "skipped", detail);
-    if event.action == Action::Remove && !cfg.cloud_init_forward_remove {
+    if action == Action::Remove && !cfg.cloud_init_forward_remove {
         return skip(
             "remove not forwarded (cloud-init 25.2+ handles add only; set cloud_init_forward_remove)"
                 .into(),
@@ -106,10 +187,10 @@ fn cloud_init(cfg: &Config, event: &Event, ev: &Evidence) -> Taken {
     if !is_fifo {
         return skip(format!("{} is not a FIFO", fifo.display()));
     }
-    let Some(devpath) = ev.devpath.as_deref() else {
+    let Some(devpath) = devpath else {
         return taken("cloud-init", "failed", "no DEVPATH to forward".into());
     };
-    let line = cloud_init_line(devpath, event.action);
+    let line = cloud_init_line(devpath, action);
     match write_fifo(fifo, &line) {
         Ok(()) => taken(
             "cloud-init",
@@ -139,53 +220,12 @@ fn write_fifo(fifo: &Path, line: &str) -> Result<()> {
     })
 }
 
-/// A unit of work for the worker: everything it needs, so it does not
-/// depend on the config the hook ran with.
-pub fn job_json(
-    cfg: &Config,
-    event: &Event,
-    ev: &Evidence,
-    decision: &Decision,
-    id: &str,
-) -> Value {
-    let mac = ev
-        .netdev
-        .as_ref()
-        .and_then(|n| n.mac.clone())
-        .or_else(|| ev.record.as_ref().and_then(|r| r.mac.clone()));
-    json!({
-        "id": id,
-        "created_ms": now_ms(),
-        "iface": event.iface,
-        "action": event.action.as_str(),
-        "verdict": decision.verdict.as_str(),
-        "reasons": decision.reasons,
-        "devpath": ev.devpath,
-        "mac": mac,
-        "driver": ev.driver,
-        "ifindex": ev.netdev.as_ref().and_then(|n| n.ifindex).or(ev.gone_ifindex()),
-        "command": cfg.command,
-        "timeout_secs": cfg.command_timeout_secs,
-        // The worker journals here, whatever config it was started with.
-        "state_dir": cfg.state_dir,
-        "journal_max_bytes": cfg.journal_max_bytes,
-    })
-}
-
-/// Writes the job file and starts the worker outside udevd.
-fn dispatch_job(
-    cfg: &Config,
-    state: &State,
-    event: &Event,
-    ev: &Evidence,
-    decision: &Decision,
-) -> Result<String> {
+/// Writes the job file (0600) and starts the worker outside udevd.
+fn dispatch_job(cfg: &Config, state: &State, job: &Job) -> Result<String> {
     state.ensure()?;
-    let id = format!("{}-{}", now_ms(), std::process::id());
-    let path = state.jobs_dir().join(format!("{id}.json"));
-    let job = job_json(cfg, event, ev, decision, &id);
-    write_atomic(&path, serde_json::to_string(&job)?.as_bytes(), 0o600)?;
-    let result = start_worker(cfg, &path, &id);
+    let path = state.jobs_dir().join(format!("{}.json", job.id));
+    write_atomic(&path, job.to_json().to_string().as_bytes(), 0o600)?;
+    let result = start_worker(cfg, &path, &job.id);
     if result.is_err() {
         let _ = fs::remove_file(&path);
     }

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 
 use crate::actions::{self, Taken};
 use crate::config::{Config, Settings};
-use crate::decision::{Decision, Policy, Verdict};
+use crate::decision::{Decision, Outcome, Policy, Verdict, decide};
 use crate::error::{EXIT_FAILURE, EXIT_OK, invalid};
 use crate::event::{self, Action, Event, Overrides, Parsed};
-use crate::evidence::{Evidence, SettleWindow, classify};
+use crate::evidence::{Evidence, ImdsEvidence, SettleWindow, classify};
+use crate::imds::{Client, Fetched};
 use crate::module::ModuleState;
 use crate::state::{Departure, Record, State, now_ms};
 use crate::sysfs::Sysfs;
@@ -56,11 +57,25 @@ pub enum Cmd {
     },
     /// Record every present interface (run at boot, before events arrive)
     Scan,
+    /// Instance metadata, through the same cached, counted client
+    Imds {
+        #[command(subcommand)]
+        command: ImdsCmd,
+    },
     /// Run one reconfiguration job outside udev (started by hotplug-hook-worker@.service)
     Worker {
         /// The job file written by `handle`
         #[arg(long, value_name = "FILE")]
         job: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImdsCmd {
+    /// Print a metadata path, e.g. `meta-data/network/interfaces/macs/`
+    Get {
+        /// Relative to /latest/ (a leading /latest/ is accepted)
+        path: String,
     },
 }
 
@@ -104,6 +119,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Handle(args) => handle(&cfg, args),
         Cmd::Classify { event, json } => classify_cmd(&cfg, event, *json),
         Cmd::Scan => scan(&cfg),
+        Cmd::Imds {
+            command: ImdsCmd::Get { path },
+        } => imds_get(&cfg, path),
         Cmd::Worker { job } => {
             let ok = worker::run(job)?;
             Ok(if ok { EXIT_OK } else { EXIT_FAILURE })
@@ -182,11 +200,7 @@ fn handle(cfg: &Config, args: &EventArgs) -> Result<i32> {
         return Ok(EXIT_OK);
     };
     let (ev, decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
-    let taken = if decision.verdict.triggers_reconfig() {
-        Some(actions::reconfigure(cfg, &state, &event, &ev, &decision))
-    } else {
-        None
-    };
+    let taken = actions::reconfigure(cfg, &state, &event, &ev, &decision);
     let ms = start.elapsed().as_secs_f64() * 1000.0;
 
     // State is best effort: a read-only or full state dir must not turn a
@@ -325,11 +339,15 @@ fn classify_cmd(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<i32> {
         println!("ignored: not a net add/remove/move event");
         return Ok(EXIT_OK);
     };
-    let (ev, decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
+    let (mut ev, mut decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
+    if cfg.imds {
+        ask_imds(cfg, &state, &mut ev, &mut decision);
+    }
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     if as_json {
         let mut out = report(&event, &ev, &decision, ms);
         out["evidence"] = ev.facts_json();
+        out["imds"] = ev.imds.as_ref().map_or(Value::Null, ImdsEvidence::to_json);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(EXIT_OK);
     }
@@ -357,9 +375,86 @@ fn classify_cmd(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<i32> {
             f.name, f.value, f.source
         ));
     }
+    if let Some(imds) = &ev.imds {
+        text.push_str(&format!("imds ({}):\n", imds.mac));
+        for r in &imds.requests {
+            let outcome = match (r.cached, r.status, &r.error) {
+                (true, _, _) => "cached".to_string(),
+                (_, Some(s), _) => format!("{s} in {:.1} ms", r.latency_ms),
+                (_, None, Some(e)) => format!("{e} after {:.1} ms", r.latency_ms),
+                _ => String::new(),
+            };
+            text.push_str(&format!("  {} {}  {outcome}\n", r.method, r.path));
+        }
+    }
     text.push_str(&format!("decided in {ms:.2} ms\n"));
     print!("{text}");
     Ok(EXIT_OK)
+}
+
+/// Adds IMDS evidence where it can change or qualify the verdict
+/// (`classify` only: `handle` never calls IMDS), and decides again.
+fn ask_imds(cfg: &Config, state: &State, ev: &mut Evidence, decision: &mut Decision) {
+    let tiebreak =
+        decision.verdict == Verdict::DriverUnbind && ev.settle.as_ref().is_some_and(|s| s.expired);
+    if !decision.verdict.triggers_reconfig() && !tiebreak {
+        return;
+    }
+    let Some(mac) = ev.mac().map(str::to_string) else {
+        return;
+    };
+    let mut client = Client::new(cfg.imds_settings(), Some(state.clone()));
+    let presence = if decision.verdict == Verdict::NewDevice {
+        client.attached(&mac)
+    } else {
+        client.detached(&mac)
+    };
+    client.flush_metrics();
+    ev.imds = Some(ImdsEvidence {
+        mac,
+        presence,
+        requests: client.log.clone(),
+    });
+    if let Outcome::Decided(d) = decide(ev, &policy(cfg)) {
+        *decision = d;
+    }
+}
+
+fn imds_get(cfg: &Config, path: &str) -> Result<i32> {
+    let path = crate::imds::metadata_path(path)?;
+    let state = State::new(&cfg.state_dir);
+    let mut client = Client::new(cfg.imds_settings(), Some(state));
+    let result = if path == crate::imds::MACS_PATH {
+        client
+            .macs()
+            .map(|macs| Fetched::Found(macs.iter().map(|m| format!("{m}/\n")).collect::<String>()))
+    } else {
+        client.get(&path)
+    };
+    client.flush_metrics();
+    for r in &client.log {
+        log::debug(&format!(
+            "{} {} {}",
+            r.method,
+            r.path,
+            if r.cached {
+                "cached".to_string()
+            } else {
+                r.status
+                    .map_or_else(|| r.error.clone().unwrap_or_default(), |s| s.to_string())
+            }
+        ));
+    }
+    match result? {
+        Fetched::Found(body) => {
+            print!("{body}");
+            if !body.ends_with('\n') {
+                println!();
+            }
+            Ok(EXIT_OK)
+        }
+        Fetched::Absent => anyhow::bail!("{}{path}: not found (404)", cfg.imds_endpoint),
+    }
 }
 
 fn scan(cfg: &Config) -> Result<i32> {

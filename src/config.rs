@@ -90,6 +90,37 @@ pub struct Settings {
     /// Rotate the journal past this size [default: 1048576]
     #[arg(long, global = true, value_name = "BYTES")]
     pub journal_max_bytes: Option<u64>,
+    /// Confirm attach/detach in IMDS (out of udev only) [default: true]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub imds: Option<bool>,
+    /// IMDS base URL, or ipv4 / ipv6 (env HOTPLUG_HOOK_IMDS_ENDPOINT)
+    /// [default: http://169.254.169.254]
+    #[arg(long, global = true, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
+    /// Lifetime asked for IMDSv2 tokens [default: 21600]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub imds_token_ttl_secs: Option<u64>,
+    /// Fall back to IMDSv1 when no token can be had [default: false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub imds_v1_fallback: Option<bool>,
+    /// IMDS connect timeout [default: 250]
+    #[arg(long, global = true, value_name = "MS")]
+    pub imds_connect_timeout_ms: Option<u64>,
+    /// IMDS response timeout [default: 1000]
+    #[arg(long, global = true, value_name = "MS")]
+    pub imds_read_timeout_ms: Option<u64>,
+    /// Total IMDS time per invocation (per worker attempt) [default: 3000]
+    #[arg(long, global = true, value_name = "MS")]
+    pub imds_deadline_ms: Option<u64>,
+    /// Retries of a throttled or failed IMDS request [default: 3]
+    #[arg(long, global = true, value_name = "N")]
+    pub imds_retries: Option<u32>,
+    /// How long the MAC listing is reused [default: 2000]
+    #[arg(long, global = true, value_name = "MS")]
+    pub imds_listing_ttl_ms: Option<u64>,
+    /// The worker gives up waiting for IMDS to agree after this long [default: 120]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub imds_confirm_timeout_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -111,6 +142,16 @@ pub struct Config {
     pub worker_unit: String,
     pub systemd_dir: PathBuf,
     pub journal_max_bytes: u64,
+    pub imds: bool,
+    pub imds_endpoint: String,
+    pub imds_token_ttl_secs: u64,
+    pub imds_v1_fallback: bool,
+    pub imds_connect_timeout_ms: u64,
+    pub imds_read_timeout_ms: u64,
+    pub imds_deadline_ms: u64,
+    pub imds_retries: u32,
+    pub imds_listing_ttl_ms: u64,
+    pub imds_confirm_timeout_secs: u64,
 }
 
 /// Read when `--config` is not given, if it exists.
@@ -155,6 +196,23 @@ impl Settings {
                 "worker_unit" => s.worker_unit = Some(str_of(key, val)?.to_string()),
                 "systemd_dir" => s.systemd_dir = path()?,
                 "journal_max_bytes" => s.journal_max_bytes = Some(u64_of(key, val)?),
+                "imds" => s.imds = Some(bool_of(key, val)?),
+                "imds_endpoint" => s.imds_endpoint = Some(str_of(key, val)?.to_string()),
+                "imds_token_ttl_secs" => s.imds_token_ttl_secs = Some(u64_of(key, val)?),
+                "imds_v1_fallback" => s.imds_v1_fallback = Some(bool_of(key, val)?),
+                "imds_connect_timeout_ms" => s.imds_connect_timeout_ms = Some(u64_of(key, val)?),
+                "imds_read_timeout_ms" => s.imds_read_timeout_ms = Some(u64_of(key, val)?),
+                "imds_deadline_ms" => s.imds_deadline_ms = Some(u64_of(key, val)?),
+                "imds_retries" => {
+                    s.imds_retries = Some(
+                        u32::try_from(u64_of(key, val)?)
+                            .map_err(|_| wrong(key, "a small integer"))?,
+                    )
+                }
+                "imds_listing_ttl_ms" => s.imds_listing_ttl_ms = Some(u64_of(key, val)?),
+                "imds_confirm_timeout_secs" => {
+                    s.imds_confirm_timeout_secs = Some(u64_of(key, val)?)
+                }
                 other => return Err(invalid(format!("unknown key {other:?}"))),
             }
         }
@@ -186,6 +244,20 @@ impl Settings {
             worker_unit: over.worker_unit.or(self.worker_unit),
             systemd_dir: over.systemd_dir.or(self.systemd_dir),
             journal_max_bytes: over.journal_max_bytes.or(self.journal_max_bytes),
+            imds: over.imds.or(self.imds),
+            imds_endpoint: over.imds_endpoint.or(self.imds_endpoint),
+            imds_token_ttl_secs: over.imds_token_ttl_secs.or(self.imds_token_ttl_secs),
+            imds_v1_fallback: over.imds_v1_fallback.or(self.imds_v1_fallback),
+            imds_connect_timeout_ms: over
+                .imds_connect_timeout_ms
+                .or(self.imds_connect_timeout_ms),
+            imds_read_timeout_ms: over.imds_read_timeout_ms.or(self.imds_read_timeout_ms),
+            imds_deadline_ms: over.imds_deadline_ms.or(self.imds_deadline_ms),
+            imds_retries: over.imds_retries.or(self.imds_retries),
+            imds_listing_ttl_ms: over.imds_listing_ttl_ms.or(self.imds_listing_ttl_ms),
+            imds_confirm_timeout_secs: over
+                .imds_confirm_timeout_secs
+                .or(self.imds_confirm_timeout_secs),
         }
     }
 
@@ -215,6 +287,15 @@ impl Settings {
         {
             return Err(invalid(format!("invalid worker_unit {worker_unit:?}")));
         }
+        let imds_endpoint = crate::imds::normalize_endpoint(
+            self.imds_endpoint
+                .as_deref()
+                .unwrap_or(crate::imds::DEFAULT_ENDPOINT),
+        )?;
+        let imds_token_ttl_secs = self.imds_token_ttl_secs.unwrap_or(21600);
+        if !(1..=21600).contains(&imds_token_ttl_secs) {
+            return Err(invalid("imds_token_ttl_secs must be 1 to 21600"));
+        }
         Ok(Config {
             sysfs_root: self.sysfs_root.unwrap_or_else(|| "/sys".into()),
             state_dir: self.state_dir.unwrap_or_else(|| "/run/hotplug-hook".into()),
@@ -238,6 +319,16 @@ impl Settings {
                 .systemd_dir
                 .unwrap_or_else(|| "/run/systemd/system".into()),
             journal_max_bytes: self.journal_max_bytes.unwrap_or(1 << 20),
+            imds: self.imds.unwrap_or(true),
+            imds_endpoint,
+            imds_token_ttl_secs,
+            imds_v1_fallback: self.imds_v1_fallback.unwrap_or(false),
+            imds_connect_timeout_ms: self.imds_connect_timeout_ms.unwrap_or(250),
+            imds_read_timeout_ms: self.imds_read_timeout_ms.unwrap_or(1000),
+            imds_deadline_ms: self.imds_deadline_ms.unwrap_or(3000),
+            imds_retries: self.imds_retries.unwrap_or(3).min(10),
+            imds_listing_ttl_ms: self.imds_listing_ttl_ms.unwrap_or(2000),
+            imds_confirm_timeout_secs: self.imds_confirm_timeout_secs.unwrap_or(120),
         })
     }
 }
@@ -253,7 +344,75 @@ impl Config {
             }
             None => None,
         };
-        file.unwrap_or_default().overlay(flags).resolve()
+        // The environment sits between the file and the flags.
+        let env = Settings {
+            imds_endpoint: std::env::var("HOTPLUG_HOOK_IMDS_ENDPOINT").ok(),
+            ..Settings::default()
+        };
+        file.unwrap_or_default()
+            .overlay(env)
+            .overlay(flags)
+            .resolve()
+    }
+
+    /// Every setting as a config-file object: what a worker job carries, so
+    /// the worker acts with the settings `handle` had.
+    pub fn to_json(&self) -> Value {
+        let backend = match self.backend {
+            Backend::None => "none",
+            Backend::CloudInit => "cloud-init",
+            Backend::Command => "command",
+        };
+        let dispatch = match self.dispatch {
+            Dispatch::Auto => "auto",
+            Dispatch::Systemctl => "systemctl",
+            Dispatch::SystemdRun => "systemd-run",
+            Dispatch::Fork => "fork",
+        };
+        serde_json::json!({
+            "sysfs_root": self.sysfs_root,
+            "state_dir": self.state_dir,
+            "settle_ms": self.settle_ms,
+            "poll_ms": self.poll_ms,
+            "return_window_secs": self.return_window_secs,
+            "handle_virtual": self.handle_virtual,
+            "backend": backend,
+            "cloud_init_fifo": self.cloud_init_fifo,
+            "cloud_init_result": self.cloud_init_result,
+            "cloud_init_forward_remove": self.cloud_init_forward_remove,
+            "command": self.command,
+            "command_timeout_secs": self.command_timeout_secs,
+            "dispatch": dispatch,
+            "worker_unit": self.worker_unit,
+            "systemd_dir": self.systemd_dir,
+            "journal_max_bytes": self.journal_max_bytes,
+            "imds": self.imds,
+            "imds_endpoint": self.imds_endpoint,
+            "imds_token_ttl_secs": self.imds_token_ttl_secs,
+            "imds_v1_fallback": self.imds_v1_fallback,
+            "imds_connect_timeout_ms": self.imds_connect_timeout_ms,
+            "imds_read_timeout_ms": self.imds_read_timeout_ms,
+            "imds_deadline_ms": self.imds_deadline_ms,
+            "imds_retries": self.imds_retries,
+            "imds_listing_ttl_ms": self.imds_listing_ttl_ms,
+            "imds_confirm_timeout_secs": self.imds_confirm_timeout_secs,
+        })
+    }
+
+    /// The IMDS client's settings.
+    pub fn imds_settings(&self) -> crate::imds::ImdsSettings {
+        use std::time::Duration;
+        crate::imds::ImdsSettings {
+            endpoint: self.imds_endpoint.clone(),
+            token_ttl_secs: self.imds_token_ttl_secs,
+            v1_fallback: self.imds_v1_fallback,
+            connect_timeout: Duration::from_millis(self.imds_connect_timeout_ms),
+            read_timeout: Duration::from_millis(self.imds_read_timeout_ms),
+            deadline: Duration::from_millis(self.imds_deadline_ms),
+            retries: self.imds_retries,
+            listing_ttl: Duration::from_millis(self.imds_listing_ttl_ms),
+            max_body: 64 * 1024,
+        }
     }
 
     /// True on hosts booted with systemd.
@@ -347,6 +506,21 @@ mod tests {
         };
         let c = file.overlay(flags).resolve().unwrap();
         assert_eq!((c.settle_ms, c.poll_ms), (7, 5));
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let c = Settings::from_json(
+            r#"{"backend": "cloud-init", "imds_endpoint": "ipv6", "dispatch": "fork",
+                "command": ["/bin/x"], "settle_ms": 9, "imds_retries": 1}"#,
+        )
+        .and_then(Settings::resolve)
+        .unwrap();
+        let again = Settings::from_json(&c.to_json().to_string())
+            .and_then(Settings::resolve)
+            .unwrap();
+        assert_eq!(format!("{c:?}"), format!("{again:?}"));
+        assert_eq!(again.imds_endpoint, "http://[fd00:ec2::254]");
     }
 
     #[test]

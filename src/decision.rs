@@ -3,6 +3,7 @@
 
 use crate::event::Action;
 use crate::evidence::Evidence;
+use crate::imds::Presence;
 use crate::module::ModuleState;
 
 /// What an event turned out to be.
@@ -180,7 +181,32 @@ fn decide_add(ev: &Evidence, policy: &Policy) -> Outcome {
         "no record of MAC {} or its parent leaving within {window_s} s",
         netdev.mac.as_deref().unwrap_or("?")
     ));
+    why.extend(imds_note(ev, true));
     done(Verdict::NewDevice, why, None)
+}
+
+/// What IMDS adds to a reconfiguring verdict. It never overrules sysfs:
+/// IMDS lags both ways, so a disagreement only delays reconfiguration.
+fn imds_note(ev: &Evidence, adding: bool) -> Option<String> {
+    let imds = ev.imds.as_ref()?;
+    Some(match (&imds.presence, adding) {
+        (Presence::Attached(a), true) => format!(
+            "IMDS confirms it: device-number {}, network-card-index {}, interface-id {}",
+            a.device_number,
+            a.network_card_index.as_deref().unwrap_or("?"),
+            a.interface_id.as_deref().unwrap_or("?")
+        ),
+        (Presence::Detached(d), true) => {
+            format!("IMDS does not show it yet ({d}): reconfiguration waits for IMDS")
+        }
+        (Presence::Detached(d), false) => format!("IMDS agrees: {d}"),
+        (Presence::Attached(a), false) => format!(
+            "IMDS still shows it attached (device-number {}): IMDS lags after a detach, \
+             reconfiguration waits for IMDS",
+            a.device_number
+        ),
+        (Presence::Unknown(e), _) => format!("IMDS could not tell: {e}"),
+    })
 }
 
 fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
@@ -231,6 +257,7 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
     }
     if !ev.parent_present {
         why.push(format!("parent {parent} is gone from sysfs"));
+        why.extend(imds_note(ev, false));
         return done(Verdict::DeviceRemoved, why, settle);
     }
     let module_note = ev
@@ -284,11 +311,18 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
         && slot.power == Some(false)
     {
         why.push(format!("PCI slot {} is powered off", slot.name));
+        why.extend(imds_note(ev, false));
         return done(Verdict::DeviceRemoved, why, settle);
     }
     match &ev.settle {
         Some(s) if s.expired => {
             why.extend(module_note);
+            if let Some(imds) = &ev.imds
+                && let Presence::Detached(detail) = &imds.presence
+            {
+                why.push(format!("IMDS says the interface is detached: {detail}"));
+                return done(Verdict::DeviceRemoved, why, settle);
+            }
             why.push("still present and unbound: sysfs unbind".into());
             done(Verdict::DriverUnbind, why, settle)
         }

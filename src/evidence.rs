@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::decision::{Decision, Outcome, Policy, Verdict, decide};
 use crate::error::invalid;
 use crate::event::{Action, Event, is_virtual, parent_of};
+use crate::imds::{Presence, RequestLog};
 use crate::module::{ModuleState, module_for_driver};
 use crate::state::{Record, State, now_ms};
 use crate::sysfs::{Netdev, Slot, Sysfs};
@@ -56,8 +57,36 @@ pub struct Settle {
     pub expired: bool,
 }
 
+/// What IMDS said about the interface's MAC, and the requests it took.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImdsEvidence {
+    pub mac: String,
+    pub presence: Presence,
+    pub requests: Vec<RequestLog>,
+}
+
+impl ImdsEvidence {
+    pub fn to_json(&self) -> Value {
+        let presence = match &self.presence {
+            Presence::Attached(a) => json!({
+                "state": "attached",
+                "device_number": a.device_number,
+                "network_card_index": a.network_card_index,
+                "interface_id": a.interface_id,
+            }),
+            Presence::Detached(why) => json!({"state": "detached", "detail": why}),
+            Presence::Unknown(why) => json!({"state": "unknown", "detail": why}),
+        };
+        json!({
+            "mac": self.mac,
+            "presence": presence,
+            "requests": self.requests.iter().map(RequestLog::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// Everything the decision looks at.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evidence {
     pub action: Action,
     pub iface: String,
@@ -82,10 +111,20 @@ pub struct Evidence {
     /// add: records sharing the MAC or parent.
     pub priors: Vec<Prior>,
     pub settle: Option<Settle>,
+    /// Only outside udev (classify by hand, the worker).
+    pub imds: Option<ImdsEvidence>,
     pub facts: Vec<Fact>,
 }
 
 impl Evidence {
+    /// The interface's MAC: from sysfs now, or from our record.
+    pub fn mac(&self) -> Option<&str> {
+        self.netdev
+            .as_ref()
+            .and_then(|n| n.mac.as_deref())
+            .or_else(|| self.record.as_ref().and_then(|r| r.mac.as_deref()))
+    }
+
     /// The ifindex of the net device that went away.
     pub fn gone_ifindex(&self) -> Option<u32> {
         self.event_ifindex

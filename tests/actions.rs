@@ -339,7 +339,11 @@ fn hung_or_failing_commands_never_block_the_hook() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(w["ok"], false);
-    assert_eq!(w["result"], "killed after the timeout");
+    assert_eq!(w["action_taken"]["result"], "failed");
+    assert_eq!(
+        w["action_taken"]["detail"],
+        "/bin/sleep killed after the timeout"
+    );
 
     // A command that does not exist: still exit 0 for the hook.
     fs::remove_file(t.state.join("ifaces/ens7.json")).unwrap();
@@ -358,7 +362,11 @@ fn worker_refuses_jobs_others_could_write() {
     let job = t.scratch("job.json");
     fs::write(
         &job,
-        format!(r#"{{"id":"1","iface":"ens7","action":"add","verdict":"new-device","command":["/bin/true"],"state_dir":"{}"}}"#, t.state.display()),
+        format!(
+            r#"{{"id":"1","iface":"ens7","action":"add","verdict":"new-device","confirm":"none",
+                "config":{{"backend":"command","command":["/bin/true"],"state_dir":"{}","imds":false}}}}"#,
+            t.state.display()
+        ),
     )
     .unwrap();
     fs::set_permissions(&job, fs::Permissions::from_mode(0o666)).unwrap();
@@ -367,4 +375,8 @@ fn worker_refuses_jobs_others_could_write() {
     assert!(common::stderr(&o).contains("writable by others"));
     fs::set_permissions(&job, fs::Permissions::from_mode(0o600)).unwrap();
     ok(&t.run(&["worker", "--job", job.to_str().unwrap()], &[]));
+    let w = t.journal().pop().unwrap();
+    assert_eq!(w["kind"], "worker");
+    assert_eq!(w["action_taken"]["result"], "done");
+    assert!(!job.exists());
 }

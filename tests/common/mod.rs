@@ -340,6 +340,8 @@ impl Tree {
             // Not a systemd host unless a test says so.
             .arg("--systemd-dir")
             .arg(self.scratch("no-systemd"))
+            // No IMDS unless a test points at its double (`--imds`).
+            .arg("--imds=false")
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null());
