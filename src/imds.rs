@@ -309,7 +309,7 @@ impl Client {
                     200 => Ok(Some(Fetched::Found(body))),
                     404 => Ok(Some(Fetched::Absent)),
                     401 => Ok(None),
-                    s if s >= 300 && s < 400 => {
+                    s if (300..400).contains(&s) => {
                         Err(fail(false, format!("HTTP {s}: redirect refused")))
                     }
                     s => Err(fail(is_retryable_status(s), format!("HTTP {s}"))),
