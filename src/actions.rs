@@ -282,6 +282,7 @@ fn run_quick(cmd: &mut Command) -> Result<()> {
         .spawn()
         .with_context(|| format!("failed to run {name}"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_micros(500);
     loop {
         if let Some(status) = child.try_wait()? {
             if status.success() {
@@ -299,7 +300,8 @@ fn run_quick(cmd: &mut Command) -> Result<()> {
             let _ = child.wait();
             bail!("{name} did not finish within 5 s");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -230,6 +230,8 @@ pub fn run_command(
         Err(e) => return Ran::FailedToStart(format!("{program}: {e}")),
     };
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    // Poll quickly at first (most commands are short), then back off.
+    let mut pause = Duration::from_millis(1);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Ran::Exited(status),
@@ -241,7 +243,8 @@ pub fn run_command(
             let _ = child.wait();
             return Ran::TimedOut;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -454,3 +454,4 @@ pub fn ok(o: &Output) -> String {
     );
     stderr(o)
 }
+pub mod imds;
