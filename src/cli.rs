@@ -62,6 +62,15 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ImdsCmd,
     },
+    /// Show the counters and the last journal entries
+    Status {
+        /// How many journal entries
+        #[arg(short = 'n', long, default_value_t = 10)]
+        entries: usize,
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one reconfiguration job outside udev (started by hotplug-hook-worker@.service)
     Worker {
         /// The job file written by `handle`
@@ -115,10 +124,15 @@ impl EventArgs {
 pub fn run(cli: Cli) -> Result<i32> {
     log::set_verbosity(cli.verbose);
     let cfg = Config::load(cli.config.as_deref(), cli.settings)?;
+    // The worker logs as the job's settings say.
+    if !matches!(cli.command, Cmd::Worker { .. }) {
+        log::init(cfg.log, &cfg.journal_socket, &cfg.syslog_socket);
+    }
     match &cli.command {
         Cmd::Handle(args) => handle(&cfg, args),
         Cmd::Classify { event, json } => classify_cmd(&cfg, event, *json),
         Cmd::Scan => scan(&cfg),
+        Cmd::Status { entries, json } => status(&cfg, *entries, *json),
         Cmd::Imds {
             command: ImdsCmd::Get { path },
         } => imds_get(&cfg, path),
@@ -212,13 +226,27 @@ fn handle(cfg: &Config, args: &EventArgs) -> Result<i32> {
         Some(t) => format!("; {} {}: {}", t.backend, t.result, t.detail),
         None => String::new(),
     };
-    log::info(&format!(
-        "{} {}: {} ({}) in {ms:.1} ms{action_note}",
-        event.iface,
-        event.action.as_str(),
-        decision.verdict.as_str(),
-        decision.reasons.last().map_or("", String::as_str),
-    ));
+    let duration = format!("{ms:.3}");
+    let seqnum = event.seqnum.map(|s| s.to_string()).unwrap_or_default();
+    log::event(
+        log::Priority::Info,
+        &format!(
+            "{} {}: {} ({}) in {ms:.1} ms{action_note}",
+            event.iface,
+            event.action.as_str(),
+            decision.verdict.as_str(),
+            decision.reasons.last().map_or("", String::as_str),
+        ),
+        &[
+            ("INTERFACE", &event.iface),
+            ("ACTION", event.action.as_str()),
+            ("VERDICT", decision.verdict.as_str()),
+            ("MAC", ev.mac().unwrap_or("")),
+            ("DEVPATH", ev.devpath.as_deref().unwrap_or("")),
+            ("SEQNUM", &seqnum),
+            ("DURATION_MS", &duration),
+        ],
+    );
     Ok(EXIT_OK)
 }
 
@@ -244,6 +272,12 @@ fn remember(
         entry["state_error"] = json!(format!("{e:#}"));
     }
     state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
+    crate::metrics::update_locked(state, &lock, cfg.metrics_file.as_deref(), |m| {
+        m.event(event.action.as_str(), v.as_str(), ms / 1000.0);
+        if let Some(t) = taken {
+            m.reconfiguration(t.backend, t.result);
+        }
+    })?;
     result
 }
 
@@ -409,7 +443,7 @@ fn ask_imds(cfg: &Config, state: &State, ev: &mut Evidence, decision: &mut Decis
     } else {
         client.detached(&mac)
     };
-    client.flush_metrics();
+    client.flush_metrics(cfg.metrics_file.as_deref());
     ev.imds = Some(ImdsEvidence {
         mac,
         presence,
@@ -431,7 +465,7 @@ fn imds_get(cfg: &Config, path: &str) -> Result<i32> {
     } else {
         client.get(&path)
     };
-    client.flush_metrics();
+    client.flush_metrics(cfg.metrics_file.as_deref());
     for r in &client.log {
         log::debug(&format!(
             "{} {} {}",
@@ -455,6 +489,73 @@ fn imds_get(cfg: &Config, path: &str) -> Result<i32> {
         }
         Fetched::Absent => anyhow::bail!("{}{path}: not found (404)", cfg.imds_endpoint),
     }
+}
+
+fn status(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
+    let state = State::new(&cfg.state_dir);
+    let m = crate::metrics::load(&state);
+    let journal = state.journal_tail(entries);
+    if as_json {
+        let out = json!({"state_dir": cfg.state_dir, "metrics": m.to_json(), "journal": journal});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(EXIT_OK);
+    }
+    let mut text = format!("state dir: {}\n", cfg.state_dir.display());
+    let list = |text: &mut String, title: &str, map: &std::collections::BTreeMap<String, u64>| {
+        text.push_str(&format!(
+            "{title}:{}\n",
+            if map.is_empty() { " none" } else { "" }
+        ));
+        for (k, v) in map {
+            text.push_str(&format!("  {v:>6}  {k}\n"));
+        }
+    };
+    list(&mut text, "events (action verdict)", &m.events);
+    if m.decision_count > 0 {
+        text.push_str(&format!(
+            "decision time: {:.2} ms mean over {} events\n",
+            m.decision_seconds_sum * 1000.0 / m.decision_count as f64,
+            m.decision_count
+        ));
+    }
+    list(
+        &mut text,
+        "reconfigurations (backend result)",
+        &m.reconfigurations,
+    );
+    list(&mut text, "worker IMDS confirmations", &m.worker_runs);
+    list(&mut text, "IMDS requests (kind status)", &m.imds.requests);
+    if m.imds.latency_count > 0 {
+        text.push_str(&format!(
+            "IMDS latency: {:.1} ms mean over {} requests; {} retries, {} token fetches\n",
+            m.imds.latency_ms_sum / m.imds.latency_count as f64,
+            m.imds.latency_count,
+            m.imds.retries,
+            m.imds.token_fetches
+        ));
+    }
+    list(&mut text, "IMDS cache hits", &m.imds.cache_hits);
+    text.push_str(&format!("last {} journal entries:\n", journal.len()));
+    for e in &journal {
+        let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+        text.push_str(&format!(
+            "  {} {} {} {}: {}{}\n",
+            e["ts_ms"].as_u64().unwrap_or(0),
+            s("kind"),
+            s("iface"),
+            s("action"),
+            s("verdict"),
+            e["action_taken"]["result"]
+                .as_str()
+                .map(|r| format!(
+                    " ({} {r})",
+                    e["action_taken"]["backend"].as_str().unwrap_or("")
+                ))
+                .unwrap_or_default()
+        ));
+    }
+    print!("{text}");
+    Ok(EXIT_OK)
 }
 
 fn scan(cfg: &Config) -> Result<i32> {

@@ -10,6 +10,7 @@ use clap::ValueEnum;
 use serde_json::Value;
 
 use crate::error::invalid;
+use crate::log::LogMode;
 
 /// Where reconfiguration goes for `new-device` and `device-removed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -121,6 +122,19 @@ pub struct Settings {
     /// The worker gives up waiting for IMDS to agree after this long [default: 120]
     #[arg(long, global = true, value_name = "SECS")]
     pub imds_confirm_timeout_secs: Option<u64>,
+    /// Where log lines go [default: auto]
+    #[arg(long, global = true, value_enum)]
+    pub log: Option<LogMode>,
+    /// The journal's native socket [default: /run/systemd/journal/socket]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub journal_socket: Option<PathBuf>,
+    /// The syslog socket [default: /dev/log]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub syslog_socket: Option<PathBuf>,
+    /// Prometheus textfile to keep up to date, e.g.
+    /// /var/lib/node_exporter/textfile_collector/hotplug_hook.prom [default: off]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The settings in force.
@@ -152,6 +166,10 @@ pub struct Config {
     pub imds_retries: u32,
     pub imds_listing_ttl_ms: u64,
     pub imds_confirm_timeout_secs: u64,
+    pub log: LogMode,
+    pub journal_socket: PathBuf,
+    pub syslog_socket: PathBuf,
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Read when `--config` is not given, if it exists.
@@ -213,6 +231,12 @@ impl Settings {
                 "imds_confirm_timeout_secs" => {
                     s.imds_confirm_timeout_secs = Some(u64_of(key, val)?)
                 }
+                "log" => s.log = Some(enum_of(key, val)?),
+                "journal_socket" => s.journal_socket = path()?,
+                "syslog_socket" => s.syslog_socket = path()?,
+                // null turns it off (a job's config carries it so).
+                "metrics_file" if val.is_null() => s.metrics_file = None,
+                "metrics_file" => s.metrics_file = path()?,
                 other => return Err(invalid(format!("unknown key {other:?}"))),
             }
         }
@@ -258,6 +282,10 @@ impl Settings {
             imds_confirm_timeout_secs: over
                 .imds_confirm_timeout_secs
                 .or(self.imds_confirm_timeout_secs),
+            log: over.log.or(self.log),
+            journal_socket: over.journal_socket.or(self.journal_socket),
+            syslog_socket: over.syslog_socket.or(self.syslog_socket),
+            metrics_file: over.metrics_file.or(self.metrics_file),
         }
     }
 
@@ -329,6 +357,12 @@ impl Settings {
             imds_retries: self.imds_retries.unwrap_or(3).min(10),
             imds_listing_ttl_ms: self.imds_listing_ttl_ms.unwrap_or(2000),
             imds_confirm_timeout_secs: self.imds_confirm_timeout_secs.unwrap_or(120),
+            log: self.log.unwrap_or(LogMode::Auto),
+            journal_socket: self
+                .journal_socket
+                .unwrap_or_else(|| "/run/systemd/journal/socket".into()),
+            syslog_socket: self.syslog_socket.unwrap_or_else(|| "/dev/log".into()),
+            metrics_file: self.metrics_file.filter(|p| !p.as_os_str().is_empty()),
         })
     }
 }
@@ -396,6 +430,10 @@ impl Config {
             "imds_retries": self.imds_retries,
             "imds_listing_ttl_ms": self.imds_listing_ttl_ms,
             "imds_confirm_timeout_secs": self.imds_confirm_timeout_secs,
+            "log": self.log.to_possible_value().map(|v| v.get_name().to_string()),
+            "journal_socket": self.journal_socket,
+            "syslog_socket": self.syslog_socket,
+            "metrics_file": self.metrics_file,
         })
     }
 
@@ -534,5 +572,9 @@ mod tests {
             PathBuf::from("/run/cloud-init/share/hook-hotplug-cmd")
         );
         assert!(!c.cloud_init_forward_remove);
+        assert!(c.imds);
+        assert_eq!(c.imds_endpoint, "http://169.254.169.254");
+        assert_eq!(c.log, LogMode::Auto);
+        assert_eq!(c.metrics_file, None, "metrics are off unless configured");
     }
 }

@@ -541,9 +541,12 @@ impl Client {
     }
 
     /// Adds this client's counters to the state dir's.
-    pub fn flush_metrics(&self) {
+    pub fn flush_metrics(&self, prom: Option<&std::path::Path>) {
+        if self.counters.is_empty() {
+            return;
+        }
         if let Some(state) = &self.state
-            && let Err(e) = crate::metrics::add(state, &self.counters)
+            && let Err(e) = crate::metrics::update(state, prom, |m| m.imds.merge(&self.counters))
         {
             crate::log::warn(&format!("failed to save IMDS counters: {e:#}"));
         }

@@ -6,6 +6,9 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hotplug-hook: {err:#}");
+            if !hotplug_hook::log::to_stderr() {
+                hotplug_hook::log::error(&format!("{err:#}"));
+            }
             hotplug_hook::error::exit_code(&err)
         }
     };

@@ -1,14 +1,21 @@
-//! IMDS counters, kept in the state dir (`imds-metrics.json`) across
-//! invocations. Each process counts in memory and merges once at the end,
-//! under the state lock, with an atomic replace.
+//! Counters kept in the state dir (`metrics.json`) across invocations, and
+//! their Prometheus text rendering for node_exporter's textfile collector.
+//! Each process counts in memory and merges once, under the state lock,
+//! with atomic replaces of both files.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::path::Path;
 
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::state::{State, write_atomic};
+use crate::state::{Lock, State, write_atomic};
+
+/// Upper bounds (seconds) of the decision-latency histogram's buckets.
+pub const DECISION_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 /// Counters of IMDS use.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,6 +31,37 @@ pub struct ImdsCounters {
     pub token_fetches: u64,
 }
 
+/// Everything counted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Events handled by `"<action> <verdict>"`.
+    pub events: BTreeMap<String, u64>,
+    /// Reconfigurations by `"<backend> <result>"`.
+    pub reconfigurations: BTreeMap<String, u64>,
+    /// Worker outcomes by IMDS result (`agreed`, `no-action`, `gave-up`).
+    pub worker_runs: BTreeMap<String, u64>,
+    /// Per-bucket (not cumulative) counts of `handle` durations, plus +Inf.
+    pub decision_buckets: Vec<u64>,
+    pub decision_seconds_sum: f64,
+    pub decision_count: u64,
+    pub imds: ImdsCounters,
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: String, n: u64) {
+    *map.entry(key).or_default() += n;
+}
+
+fn map_json(v: &Value, k: &str) -> BTreeMap<String, u64> {
+    v.get(k)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl ImdsCounters {
     pub fn is_empty(&self) -> bool {
         *self == ImdsCounters::default()
@@ -31,13 +69,13 @@ impl ImdsCounters {
 
     pub fn request(&mut self, kind: &str, status: Option<u16>, latency_ms: f64) {
         let status = status.map_or("error".to_string(), |s| s.to_string());
-        *self.requests.entry(format!("{kind} {status}")).or_default() += 1;
+        bump(&mut self.requests, format!("{kind} {status}"), 1);
         self.latency_ms_sum += latency_ms;
         self.latency_count += 1;
     }
 
     pub fn cache_hit(&mut self, kind: &str) {
-        *self.cache_hits.entry(kind.to_string()).or_default() += 1;
+        bump(&mut self.cache_hits, kind.to_string(), 1);
     }
 
     pub fn total_requests(&self) -> u64 {
@@ -46,10 +84,10 @@ impl ImdsCounters {
 
     pub fn merge(&mut self, other: &ImdsCounters) {
         for (k, v) in &other.requests {
-            *self.requests.entry(k.clone()).or_default() += v;
+            bump(&mut self.requests, k.clone(), *v);
         }
         for (k, v) in &other.cache_hits {
-            *self.cache_hits.entry(k.clone()).or_default() += v;
+            bump(&mut self.cache_hits, k.clone(), *v);
         }
         self.latency_ms_sum += other.latency_ms_sum;
         self.latency_count += other.latency_count;
@@ -68,55 +106,253 @@ impl ImdsCounters {
         })
     }
 
-    /// Parses the stored counters; anything malformed reads as zero.
-    pub fn from_json(text: &str) -> ImdsCounters {
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            return ImdsCounters::default();
-        };
-        let map = |k: &str| -> BTreeMap<String, u64> {
-            v.get(k)
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+    pub fn from_value(v: &Value) -> ImdsCounters {
         ImdsCounters {
-            requests: map("requests"),
+            requests: map_json(v, "requests"),
             latency_ms_sum: v
                 .get("latency_ms_sum")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0),
             latency_count: v.get("latency_count").and_then(Value::as_u64).unwrap_or(0),
-            cache_hits: map("cache_hits"),
+            cache_hits: map_json(v, "cache_hits"),
             retries: v.get("retries").and_then(Value::as_u64).unwrap_or(0),
             token_fetches: v.get("token_fetches").and_then(Value::as_u64).unwrap_or(0),
         }
     }
 }
 
-const FILE: &str = "imds-metrics.json";
+impl Metrics {
+    pub fn event(&mut self, action: &str, verdict: &str, seconds: f64) {
+        bump(&mut self.events, format!("{action} {verdict}"), 1);
+        if self.decision_buckets.len() != DECISION_BUCKETS.len() + 1 {
+            self.decision_buckets = vec![0; DECISION_BUCKETS.len() + 1];
+        }
+        let i = DECISION_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(DECISION_BUCKETS.len());
+        self.decision_buckets[i] += 1;
+        self.decision_seconds_sum += seconds;
+        self.decision_count += 1;
+    }
+
+    pub fn reconfiguration(&mut self, backend: &str, result: &str) {
+        bump(&mut self.reconfigurations, format!("{backend} {result}"), 1);
+    }
+
+    pub fn worker_run(&mut self, result: &str) {
+        bump(&mut self.worker_runs, result.to_string(), 1);
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "events": self.events,
+            "reconfigurations": self.reconfigurations,
+            "worker_runs": self.worker_runs,
+            "decision_buckets": self.decision_buckets,
+            "decision_seconds_sum": self.decision_seconds_sum,
+            "decision_count": self.decision_count,
+            "imds": self.imds.to_json(),
+        })
+    }
+
+    /// Parses the stored counters; anything malformed reads as zero.
+    pub fn from_json(text: &str) -> Metrics {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return Metrics::default();
+        };
+        let buckets: Vec<u64> = v
+            .get("decision_buckets")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .filter(|b: &Vec<u64>| b.len() == DECISION_BUCKETS.len() + 1)
+            .unwrap_or_default();
+        Metrics {
+            events: map_json(&v, "events"),
+            reconfigurations: map_json(&v, "reconfigurations"),
+            worker_runs: map_json(&v, "worker_runs"),
+            decision_buckets: buckets,
+            decision_seconds_sum: v
+                .get("decision_seconds_sum")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            decision_count: v.get("decision_count").and_then(Value::as_u64).unwrap_or(0),
+            imds: v
+                .get("imds")
+                .map(ImdsCounters::from_value)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut section = |name: &str, kind: &str, help: &str, body: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{body}"
+            ));
+        };
+        section(
+            "hotplug_hook_events_total",
+            "counter",
+            "Net events handled, by action and verdict.",
+            labelled(
+                "hotplug_hook_events_total",
+                &self.events,
+                "action",
+                Some("verdict"),
+            ),
+        );
+        section(
+            "hotplug_hook_reconfigurations_total",
+            "counter",
+            "Reconfigurations triggered, by backend and result.",
+            labelled(
+                "hotplug_hook_reconfigurations_total",
+                &self.reconfigurations,
+                "backend",
+                Some("result"),
+            ),
+        );
+        section(
+            "hotplug_hook_worker_runs_total",
+            "counter",
+            "Worker runs, by IMDS confirmation result.",
+            labelled(
+                "hotplug_hook_worker_runs_total",
+                &self.worker_runs,
+                "result",
+                None,
+            ),
+        );
+        let mut hist = String::new();
+        let mut cumulative = 0;
+        for (i, bound) in DECISION_BUCKETS.iter().enumerate() {
+            cumulative += self.decision_buckets.get(i).copied().unwrap_or(0);
+            hist.push_str(&format!(
+                "hotplug_hook_decision_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n"
+            ));
+        }
+        hist.push_str(&format!(
+            "hotplug_hook_decision_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+             hotplug_hook_decision_duration_seconds_sum {}\n\
+             hotplug_hook_decision_duration_seconds_count {}\n",
+            self.decision_count, self.decision_seconds_sum, self.decision_count
+        ));
+        section(
+            "hotplug_hook_decision_duration_seconds",
+            "histogram",
+            "Wall time of handle, from start to verdict and action.",
+            hist,
+        );
+        section(
+            "hotplug_hook_imds_requests_total",
+            "counter",
+            "IMDS requests, by path kind and HTTP status (error: none received).",
+            labelled(
+                "hotplug_hook_imds_requests_total",
+                &self.imds.requests,
+                "kind",
+                Some("status"),
+            ),
+        );
+        section(
+            "hotplug_hook_imds_request_duration_seconds",
+            "summary",
+            "Time spent in IMDS requests.",
+            format!(
+                "hotplug_hook_imds_request_duration_seconds_sum {}\n\
+                 hotplug_hook_imds_request_duration_seconds_count {}\n",
+                self.imds.latency_ms_sum / 1000.0,
+                self.imds.latency_count
+            ),
+        );
+        section(
+            "hotplug_hook_imds_cache_hits_total",
+            "counter",
+            "IMDS answers served from the state dir's cache, by kind.",
+            labelled(
+                "hotplug_hook_imds_cache_hits_total",
+                &self.imds.cache_hits,
+                "kind",
+                None,
+            ),
+        );
+        section(
+            "hotplug_hook_imds_retries_total",
+            "counter",
+            "IMDS requests retried after throttling or a transient failure.",
+            format!("hotplug_hook_imds_retries_total {}\n", self.imds.retries),
+        );
+        section(
+            "hotplug_hook_imds_token_fetches_total",
+            "counter",
+            "IMDSv2 session tokens fetched.",
+            format!(
+                "hotplug_hook_imds_token_fetches_total {}\n",
+                self.imds.token_fetches
+            ),
+        );
+        out
+    }
+}
+
+/// One sample line per map entry; keys hold one label value, or two
+/// separated by a space.
+fn labelled(name: &str, map: &BTreeMap<String, u64>, l1: &str, l2: Option<&str>) -> String {
+    map.iter()
+        .map(|(k, v)| match l2 {
+            Some(l2) => {
+                let (a, b) = k.split_once(' ').unwrap_or((k, ""));
+                format!("{name}{{{l1}=\"{}\",{l2}=\"{}\"}} {v}\n", esc(a), esc(b))
+            }
+            None => format!("{name}{{{l1}=\"{}\"}} {v}\n", esc(k)),
+        })
+        .collect()
+}
+
+/// Escapes a Prometheus label value.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+const FILE: &str = "metrics.json";
 
 /// The counters stored in the state dir.
-pub fn load(state: &State) -> ImdsCounters {
+pub fn load(state: &State) -> Metrics {
     fs::read_to_string(state.dir().join(FILE))
-        .map(|t| ImdsCounters::from_json(&t))
+        .map(|t| Metrics::from_json(&t))
         .unwrap_or_default()
 }
 
-/// Adds `delta` to the stored counters.
-pub fn add(state: &State, delta: &ImdsCounters) -> Result<()> {
-    if delta.is_empty() {
-        return Ok(());
+/// Applies `f` to the stored counters; the caller holds the state lock.
+/// Rewrites the Prometheus file too when one is configured.
+pub fn update_locked(
+    state: &State,
+    _lock: &Lock,
+    prom: Option<&Path>,
+    f: impl FnOnce(&mut Metrics),
+) -> Result<()> {
+    let mut m = load(state);
+    f(&mut m);
+    write_atomic(
+        &state.dir().join(FILE),
+        m.to_json().to_string().as_bytes(),
+        0o644,
+    )?;
+    if let Some(p) = prom {
+        write_atomic(p, m.to_prometheus().as_bytes(), 0o644)?;
     }
+    Ok(())
+}
+
+/// [`update_locked`], taking the lock.
+pub fn update(state: &State, prom: Option<&Path>, f: impl FnOnce(&mut Metrics)) -> Result<()> {
     state.ensure()?;
-    let _lock = state.lock()?;
-    let mut total = load(state);
-    total.merge(delta);
-    let text = serde_json::to_string(&total.to_json())?;
-    write_atomic(&state.dir().join(FILE), text.as_bytes(), 0o644)
+    let lock = state.lock()?;
+    update_locked(state, &lock, prom, f)
 }
 
 #[cfg(test)]
@@ -131,15 +367,45 @@ mod tests {
         a.cache_hit("token");
         a.retries = 2;
         a.token_fetches = 1;
-        let b = ImdsCounters::from_json(&a.to_json().to_string());
-        assert_eq!(a, b);
-        let mut c = b.clone();
+        let mut m = Metrics {
+            imds: a.clone(),
+            ..Metrics::default()
+        };
+        m.event("remove", "driver-unload", 0.0021);
+        m.event("add", "new-device", 3.0);
+        m.reconfiguration("command", "dispatched");
+        let back = Metrics::from_json(&m.to_json().to_string());
+        assert_eq!(back, m);
+        let mut c = a.clone();
         c.merge(&a);
         assert_eq!(c.requests["token 200"], 2);
         assert_eq!(c.requests["macs error"], 2);
         assert_eq!(c.total_requests(), 4);
-        assert_eq!(c.latency_count, 4);
         assert_eq!(c.retries, 4);
-        assert_eq!(ImdsCounters::from_json("garbage"), ImdsCounters::default());
+        assert_eq!(Metrics::from_json("garbage"), Metrics::default());
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let mut m = Metrics::default();
+        m.event("remove", "driver-unload", 0.0021);
+        m.event("remove", "driver-unload", 0.0004);
+        m.event("add", "new-device", 3.0);
+        m.imds.request("macs", Some(429), 12.0);
+        let text = m.to_prometheus();
+        for want in [
+            "# TYPE hotplug_hook_events_total counter\n",
+            "hotplug_hook_events_total{action=\"remove\",verdict=\"driver-unload\"} 2\n",
+            "hotplug_hook_decision_duration_seconds_bucket{le=\"0.0005\"} 1\n",
+            "hotplug_hook_decision_duration_seconds_bucket{le=\"0.005\"} 2\n",
+            "hotplug_hook_decision_duration_seconds_bucket{le=\"1\"} 2\n",
+            "hotplug_hook_decision_duration_seconds_bucket{le=\"+Inf\"} 3\n",
+            "hotplug_hook_decision_duration_seconds_count 3\n",
+            "hotplug_hook_imds_requests_total{kind=\"macs\",status=\"429\"} 1\n",
+            "hotplug_hook_imds_request_duration_seconds_sum 0.012\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(esc("a\"b\\c\n"), "a\\\"b\\\\c\\n");
     }
 }

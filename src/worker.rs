@@ -295,7 +295,7 @@ pub fn confirm(cfg: &Config, state: &State, job: &Job) -> (Confirmed, ImdsSpent)
             Confirm::Attach => client.attached(&mac),
             _ => client.detached(&mac),
         };
-        client.flush_metrics();
+        client.flush_metrics(cfg.metrics_file.as_deref());
         spent.attempts += 1;
         spent.requests += client.log.iter().filter(|r| !r.cached).count();
         spent.cached += client.log.iter().filter(|r| r.cached).count();
@@ -351,6 +351,7 @@ pub fn confirm(cfg: &Config, state: &State, job: &Job) -> (Confirmed, ImdsSpent)
 pub fn run(job_path: &Path) -> Result<bool> {
     let job = read_job(job_path)?;
     let cfg = &job.config;
+    crate::log::init(cfg.log, &cfg.journal_socket, &cfg.syslog_socket);
     let state = State::new(&cfg.state_dir);
     let start = Instant::now();
     let (confirmed, spent) = confirm(cfg, &state, &job);
@@ -412,15 +413,35 @@ pub fn run(job_path: &Path) -> Result<bool> {
             .map(|t| format!("; {} {}: {}", t.backend, t.result, t.detail))
             .unwrap_or_default(),
     );
-    if ok {
-        crate::log::info(&msg);
-    } else {
-        crate::log::warn(&msg);
-    }
-    let journaled = state
-        .ensure()
-        .and_then(|()| state.lock())
-        .and_then(|lock| state.append_journal(&lock, &entry, cfg.journal_max_bytes));
+    let duration = format!("{ms:.3}");
+    crate::log::event(
+        if ok {
+            crate::log::Priority::Info
+        } else {
+            crate::log::Priority::Warning
+        },
+        &msg,
+        &[
+            ("INTERFACE", &job.iface),
+            ("ACTION", job.action.as_str()),
+            ("VERDICT", verdict.as_str()),
+            ("MAC", job.mac.as_deref().unwrap_or("")),
+            ("JOB", &job.id),
+            ("DURATION_MS", &duration),
+        ],
+    );
+    let imds_result = entry["imds"]["result"].as_str().unwrap_or("").to_string();
+    let journaled = state.ensure().and_then(|()| state.lock()).and_then(|lock| {
+        state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
+        crate::metrics::update_locked(&state, &lock, cfg.metrics_file.as_deref(), |m| {
+            if job.confirm != Confirm::None {
+                m.worker_run(&imds_result);
+            }
+            if let Some(t) = &taken {
+                m.reconfiguration(t.backend, t.result);
+            }
+        })
+    });
     if let Err(e) = journaled {
         crate::log::warn(&format!("{e:#}"));
     }

@@ -35,7 +35,9 @@ fn get(t: &Tree, d: &ImdsDouble, path: &str, extra: &[&str]) -> Output {
 }
 
 fn counters(t: &Tree) -> Value {
-    serde_json::from_str(&fs::read_to_string(t.state.join("imds-metrics.json")).unwrap()).unwrap()
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(t.state.join("metrics.json")).unwrap()).unwrap();
+    m["imds"].clone()
 }
 
 #[test]

@@ -342,6 +342,8 @@ impl Tree {
             .arg(self.scratch("no-systemd"))
             // No IMDS unless a test points at its double (`--imds`).
             .arg("--imds=false")
+            // Log lines on stderr unless a test asks for a socket.
+            .arg("--log=stderr")
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null());
