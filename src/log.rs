@@ -126,7 +126,12 @@ pub fn event(priority: Priority, msg: &str, fields: &[(&str, &str)]) {
         Some(Sink::Journal(p)) => (journal_datagram(priority, msg, fields), p),
         Some(Sink::Syslog(p)) => (syslog_datagram(priority, msg), p),
     };
-    let sent = UnixDatagram::unbound().and_then(|s| s.send_to(&bytes, path));
+    // Non-blocking: a stuck or slow log daemon (a full socket queue) must
+    // never hold up udev; the line then goes to stderr instead.
+    let sent = UnixDatagram::unbound().and_then(|s| {
+        s.set_nonblocking(true)?;
+        s.send_to(&bytes, path)
+    });
     if sent.is_err() {
         stderr_line(msg);
     }

@@ -183,7 +183,8 @@ fn no_log_line_ever_contains_the_imds_token() {
     while !t.journal().iter().any(|e| e["kind"] == "worker") {
         assert!(
             std::time::Instant::now() < deadline,
-            "the worker never finished"
+            "the worker never finished: {logs:?} {:?}",
+            t.journal()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -337,4 +338,27 @@ fn metrics_file_counts_events_actions_and_imds() {
 fn ok_out(o: std::process::Output) -> std::process::Output {
     ok(&o);
     o
+}
+
+#[test]
+fn a_stuck_log_daemon_never_blocks_the_hook() {
+    let (t, ens5) = unloading();
+    let (_sock, path) = socket(&t, "journal.sock");
+    // Fill the socket's queue, as a journald that stopped reading would.
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    while filler.send_to(b"MESSAGE=filler\n", &path).is_ok() {}
+    let start = std::time::Instant::now();
+    let out = t.udev(
+        "remove",
+        &ens5,
+        2,
+        "ena",
+        &["--log", "journal", "--journal-socket", &path],
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(
+        ok(&out).contains("ens5 remove: driver-unload"),
+        "fell back to stderr"
+    );
 }
