@@ -79,6 +79,37 @@ pub enum Cmd {
     },
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoked_as_hook_hotplug_is_a_cloud_init_handle() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            effective_args(args(&["/usr/lib/cloud-init/hook-hotplug"])),
+            args(&[
+                "/usr/lib/cloud-init/hook-hotplug",
+                "--backend",
+                "cloud-init",
+                "handle"
+            ])
+        );
+        assert_eq!(
+            effective_args(args(&["hook-hotplug", "-v"])),
+            args(&["hook-hotplug", "--backend", "cloud-init", "-v", "handle"])
+        );
+        let plain = args(&["/usr/libexec/hotplug-hook", "scan"]);
+        assert_eq!(effective_args(plain.clone()), plain);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImdsCmd {
     /// Print a metadata path, e.g. `meta-data/network/interfaces/macs/`
@@ -118,6 +149,27 @@ impl EventArgs {
             ifindex: self.ifindex.clone(),
         }
     }
+}
+
+/// The name cloud-init's udev rule runs (`/usr/lib/cloud-init/hook-hotplug`).
+/// Installed under that name (dpkg-divert + symlink), hotplug-hook acts as a
+/// filtering drop-in: `handle` with the cloud-init backend.
+pub const CLOUD_INIT_HOOK_NAME: &str = "hook-hotplug";
+
+/// The command line to parse: as given, or, when invoked as
+/// `hook-hotplug`, `--backend cloud-init <args> handle`.
+pub fn effective_args(argv: Vec<OsString>) -> Vec<OsString> {
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_os_string());
+    if invoked_as.as_deref() != Some(std::ffi::OsStr::new(CLOUD_INIT_HOOK_NAME)) {
+        return argv;
+    }
+    let mut out = vec![argv[0].clone(), "--backend".into(), "cloud-init".into()];
+    out.extend(argv.into_iter().skip(1));
+    out.push("handle".into());
+    out
 }
 
 /// Runs the parsed command line; returns the exit code for success paths.
@@ -193,6 +245,7 @@ fn report(event: &Event, ev: &Evidence, d: &Decision, ms: f64) -> Value {
         "action": event.action.as_str(),
         "devpath": ev.devpath,
         "seqnum": event.seqnum,
+        "from_udev": event.from_udev,
         "mac": ev.netdev.as_ref().and_then(|n| n.mac.clone())
             .or_else(|| ev.record.as_ref().and_then(|r| r.mac.clone())),
         "driver": ev.driver,

@@ -240,6 +240,13 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
             ));
             return done(Verdict::DeviceReturned, why, None);
         }
+        if let Some(peer) = &ev.veth_peer {
+            why.push(format!(
+                "its veth peer {peer} is still here, linked to ifindex {}: moved to another network namespace",
+                ev.gone_ifindex().unwrap_or(0)
+            ));
+            return done(Verdict::NetdevDetached, why, None);
+        }
         why.push(format!("{} is gone from sysfs", ev.iface));
         return done(Verdict::DeviceRemoved, why, None);
     }

@@ -104,6 +104,8 @@ pub struct Evidence {
     pub seen_unbound: bool,
     /// remove: the net devices the parent has now.
     pub netdevs: Vec<Netdev>,
+    /// remove of a veth: the peer left in this namespace, still linked to it.
+    pub veth_peer: Option<String>,
     /// add: the interface as sysfs shows it now.
     pub netdev: Option<Netdev>,
     pub module: Option<ModuleEvidence>,
@@ -271,8 +273,13 @@ impl<'a> Gatherer<'a> {
             );
             ev.netdevs.extend(now.clone());
             ev.netdev = now;
-            if e.action == Action::Add {
-                self.add_priors(&mut ev);
+            ev.driver = e.driver.clone();
+            match e.action {
+                Action::Add => self.add_priors(&mut ev),
+                Action::Remove if ev.netdevs.is_empty() && e.driver.as_deref() == Some("veth") => {
+                    self.veth_peer(&mut ev)?;
+                }
+                _ => {}
             }
             return Ok(ev);
         }
@@ -361,6 +368,29 @@ impl<'a> Gatherer<'a> {
             Action::Move => {}
         }
         Ok(ev)
+    }
+
+    /// A veth pair is deleted as a whole, but a netns move leaves the peer
+    /// behind, its `iflink` still naming the moved end's ifindex.
+    fn veth_peer(&self, ev: &mut Evidence) -> Result<()> {
+        let Some(gone) = ev.gone_ifindex() else {
+            return Ok(());
+        };
+        for name in self.sysfs.list_interfaces()? {
+            let rel = format!("/class/net/{name}");
+            let iflink = self.sysfs.read_attr(&format!("{rel}/iflink"))?;
+            let ifindex = self.sysfs.read_attr(&format!("{rel}/ifindex"))?;
+            if iflink == Some(gone.to_string()) && ifindex != Some(gone.to_string()) {
+                ev.fact(
+                    "veth.peer",
+                    name.clone(),
+                    self.sysfs.show(&format!("{rel}/iflink")),
+                );
+                ev.veth_peer = Some(name);
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Which module drives the device, and its state. The name comes from

@@ -1,7 +1,8 @@
 use clap::Parser;
 
 fn main() {
-    let cli = hotplug_hook::cli::Cli::parse();
+    let args = hotplug_hook::cli::effective_args(std::env::args_os().collect());
+    let cli = hotplug_hook::cli::Cli::parse_from(args);
     let code = match hotplug_hook::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

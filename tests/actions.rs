@@ -380,3 +380,47 @@ fn worker_refuses_jobs_others_could_write() {
     assert_eq!(w["action_taken"]["result"], "done");
     assert!(!job.exists());
 }
+
+#[test]
+fn drop_in_for_cloud_init_hook_hotplug_filters_then_forwards() {
+    let (t, ens7, fifo, flags) = cloud_init_host();
+    let mut reader = hold(&fifo);
+    // What `dpkg-divert` + a symlink leave in place of cloud-init's script.
+    let dir = t.scratch("usr-lib-cloud-init");
+    fs::create_dir_all(&dir).unwrap();
+    let hook = dir.join("hook-hotplug");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hotplug-hook"), &hook).unwrap();
+    // cloud-init's rule passes every net event; only the udev environment.
+    // (The flags stand in for /etc/hotplug-hook/config.json: test paths.)
+    let flags: Vec<&str> = flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != "--backend" && *f != "cloud-init")
+        .collect();
+    let run = |action: &str, devpath: &str, ifindex: u32, driver: &str| {
+        let env = Tree::udev_env(action, devpath, ifindex, driver);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ok(&t.command_as(&hook, &flags, &env).output().unwrap());
+    };
+    run("add", &ens7, 4, "ena");
+    assert_eq!(t.last_verdict(), "new-device");
+    assert_eq!(
+        drain(&mut reader),
+        format!(" --subsystem=net handle --devpath={ens7} --udevaction=add\n")
+    );
+    // A veth and a driver reload: filtered out, nothing forwarded.
+    let veth = t.veth("veth0", "0a:00:00:00:00:01", 9);
+    run("add", &veth, 9, "veth");
+    assert_eq!(t.last_verdict(), "virtual");
+    t.module_going("ena");
+    t.unbind(&ens7);
+    run("remove", &ens7, 4, "ena");
+    assert_eq!(t.last_verdict(), "driver-unload");
+    assert_eq!(drain(&mut reader), "");
+    let e = t
+        .journal()
+        .into_iter()
+        .find(|e| e["kind"] == "event")
+        .unwrap();
+    assert_eq!(e["action_taken"]["backend"], "cloud-init");
+}

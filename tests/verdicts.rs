@@ -250,6 +250,29 @@ fn virtual_devices_can_be_handled_as_nics() {
 }
 
 #[test]
+fn veth_moved_to_a_netns_and_back_is_detached_then_returned() {
+    let t = Tree::new();
+    let (_, veth1) = t.veth_pair(("veth0", 8), ("veth1", 9));
+    ok(&t.udev("add", &veth1, 9, "veth", &["--handle-virtual"]));
+    assert_eq!(t.last_verdict(), "new-device");
+    // `ip link set veth1 netns ns`: veth0 stays, its iflink still 9.
+    t.netns_move(&veth1);
+    ok(&t.udev("remove", &veth1, 9, "veth", &["--handle-virtual"]));
+    assert_eq!(t.last_verdict(), "netdev-detached");
+    let e = t.journal().pop().unwrap();
+    assert!(e["reasons"].to_string().contains("veth peer veth0"), "{e}");
+    // And back.
+    let back = t.veth("veth1", "0a:00:00:00:00:0b", 9);
+    ok(&t.udev("add", &back, 9, "veth", &["--handle-virtual"]));
+    assert_eq!(t.last_verdict(), "device-returned");
+    // Deleting the pair takes both ends: a removal.
+    t.drop_netdev(&back);
+    t.drop_netdev("/devices/virtual/net/veth0");
+    ok(&t.udev("remove", &back, 9, "veth", &["--handle-virtual"]));
+    assert_eq!(t.last_verdict(), "device-removed");
+}
+
+#[test]
 fn new_eni_is_new_device() {
     let (t, _, _) = nitro(ModKind::Loadable);
     let ens7 = t.ena(7, "ens7", "02:a1:b2:c3:d4:07", 4, ModKind::Loadable);

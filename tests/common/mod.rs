@@ -217,6 +217,15 @@ impl Tree {
         self.netdev("/devices/virtual", iface, mac, ifindex)
     }
 
+    /// A veth pair: each end's `iflink` is the other's ifindex.
+    pub fn veth_pair(&self, a: (&str, u32), b: (&str, u32)) -> (String, String) {
+        let da = self.veth(a.0, "0a:00:00:00:00:0a", a.1);
+        let db = self.veth(b.0, "0a:00:00:00:00:0b", b.1);
+        self.write(&format!("{da}/iflink"), &format!("{}\n", b.1));
+        self.write(&format!("{db}/iflink"), &format!("{}\n", a.1));
+        (da, db)
+    }
+
     // --- what the kernel does ------------------------------------------
 
     fn parent_of(devpath: &str) -> String {
@@ -328,7 +337,13 @@ impl Tree {
     }
 
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotplug-hook"));
+        self.command_as(Path::new(env!("CARGO_BIN_EXE_hotplug-hook")), args, env)
+    }
+
+    /// `command`, running the binary through another path (e.g. a symlink
+    /// named `hook-hotplug`).
+    pub fn command_as(&self, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .arg("--sysfs-root")
             .arg(&self.root)
