@@ -5,7 +5,9 @@
 //! - a confirmed detach: `handle` in udev context (dispatches the job), then
 //!   the worker confirming in IMDS, with a cold and with a warm token cache;
 //! - a burst of 32 driver-unload removes (16 NICs, reloaded twice);
-//! - 16 ENIs detached at once, all confirmed by their workers.
+//! - 16 ENIs detached at once, all confirmed by their workers;
+//! - one detach check when IMDS is slow (200 ms), throttling (429) or down,
+//!   and a worker's whole confirmation budget against a throttling IMDS.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -58,6 +60,15 @@ fn handle(
     let mut c = t.command(&args, &env);
     c.stdout(Stdio::null()).stderr(Stdio::null());
     c
+}
+
+fn peak_rss_kib() -> i64 {
+    // SAFETY: getrusage fills the struct we pass.
+    unsafe {
+        let mut ru: nix::libc::rusage = std::mem::zeroed();
+        nix::libc::getrusage(nix::libc::RUSAGE_CHILDREN, &mut ru);
+        ru.ru_maxrss
+    }
 }
 
 fn workers_done(t: &Tree, n: usize) -> bool {
@@ -235,5 +246,108 @@ fn main() {
         d.total(),
         d.token_puts(),
         d.listings()
+    );
+
+    println!(
+        "peak RSS of any hook or worker run so far: {} KiB",
+        peak_rss_kib()
+    );
+
+    // --- IMDS under faults ---------------------------------------------------
+    println!("\none detach check (classify, one client: 3 s deadline, 3 retries):");
+    println!(
+        "{:<26} {:>10} {:>14}  {}",
+        "IMDS", "wall ms", "IMDS requests", "outcome"
+    );
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    type Fault = (&'static str, fn(&mut common::imds::Faults));
+    let faults: [Fault; 4] = [
+        ("healthy (1 ms)", |f| f.delay = Duration::from_millis(1)),
+        ("slow (200 ms)", |f| f.delay = Duration::from_millis(200)),
+        ("throttling (429)", |f| f.status = Some(429)),
+        ("down (connection refused)", |_| {}),
+    ];
+    for (name, fault) in faults {
+        let d = ImdsDouble::start(vec![Eni::new("02:ff:00:00:00:01", 0)]);
+        d.faults(fault);
+        let endpoint = if name.starts_with("down") {
+            format!("http://127.0.0.1:{closed_port}")
+        } else {
+            d.endpoint()
+        };
+        let t = Tree::new();
+        let ens5 = t.ena(5, "ens5", "02:a1:b2:c3:d4:05", 2, ModKind::Loadable);
+        t.run(&["scan"], &[]);
+        t.hot_unplug(&ens5);
+        let start = Instant::now();
+        let out = t.run(
+            &[
+                "--imds",
+                "--imds-endpoint",
+                &endpoint,
+                "classify",
+                "--json",
+                "--action",
+                "remove",
+                "--devpath",
+                &ens5,
+            ],
+            &[],
+        );
+        let took = start.elapsed();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let requests = v["imds"]["requests"].as_array().map_or(0, |r| r.len());
+        let presence = v["imds"]["presence"]["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        println!(
+            "{:<26} {:>10.1} {:>14}  {} (verdict {})",
+            name,
+            ms(took),
+            requests,
+            presence,
+            v["verdict"].as_str().unwrap_or("?")
+        );
+    }
+
+    // A worker against an IMDS that throttles for ever: bounded requests.
+    let d = ImdsDouble::start(vec![]);
+    d.faults(|f| f.status = Some(429));
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", "02:a1:b2:c3:d4:05", 2, ModKind::Loadable);
+    t.run(&["scan"], &[]);
+    t.hot_unplug(&ens5);
+    let f = flags(
+        &d,
+        &["--dispatch", "fork", "--imds-confirm-timeout-secs", "20"],
+    );
+    let start = Instant::now();
+    handle(&t, &f, "remove", &ens5, 2, &[]).status().unwrap();
+    let handled = start.elapsed();
+    while !workers_done(&t, 1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "worker did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let w = t
+        .journal()
+        .into_iter()
+        .find(|e| e["kind"] == "worker")
+        .unwrap();
+    println!(
+        "\nworker vs. an IMDS throttling for ever (confirm timeout 20 s): handle {:.1} ms; worker gave up after \
+         {:.1} s, {} attempts, {} IMDS requests ({})",
+        ms(handled),
+        start.elapsed().as_secs_f64(),
+        w["imds"]["attempts"],
+        d.total(),
+        w["imds"]["result"].as_str().unwrap_or("?")
     );
 }

@@ -13,7 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -203,20 +203,31 @@ impl State {
     /// first, so the two files together stay under twice that.
     pub fn append_journal(&self, _lock: &Lock, entry: &Value, max_bytes: u64) -> Result<()> {
         let path = self.journal_path();
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .mode(0o644)
+                .open(&path)
+                .with_context(|| format!("failed to open {}", path.display()))
+        };
         let mut line = serde_json::to_string(entry)?;
         line.push('\n');
-        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut file = open()?;
+        let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
         if size > 0 && size + line.len() as u64 > max_bytes {
             let old = self.dir.join("journal.jsonl.1");
             fs::rename(&path, &old)
                 .with_context(|| format!("failed to rotate {}", path.display()))?;
+            file = open()?;
+            size = 0;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .open(&path)
-            .with_context(|| format!("failed to open {}", path.display()))?;
+        // A torn last line (a full disk, say) must not swallow this one.
+        let mut last = [0u8; 1];
+        if size > 0 && file.read_exact_at(&mut last, size - 1).is_ok() && last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
         // One write call per line: with O_APPEND and the lock, lines never interleave.
         file.write_all(line.as_bytes())
             .with_context(|| format!("failed to write {}", path.display()))?;
@@ -349,5 +360,11 @@ mod tests {
         let tail = st.journal_tail(3);
         let ns: Vec<u64> = tail.iter().map(|v| v["n"].as_u64().unwrap()).collect();
         assert_eq!(ns, vec![47, 48, 49]);
+        // The next append starts on a line of its own.
+        st.append_journal(&lock, &json!({"n": 50}), 1 << 20)
+            .unwrap();
+        let tail = st.journal_tail(2);
+        let ns: Vec<u64> = tail.iter().map(|v| v["n"].as_u64().unwrap()).collect();
+        assert_eq!(ns, vec![49, 50]);
     }
 }

@@ -1,0 +1,399 @@
+//! Hostile state and hostile surroundings: corrupt files are recovered, a
+//! read-only or full state dir does not stop an event from being handled,
+//! killed writers leave no torn file, many parallel invocations keep a
+//! consistent journal, and IMDS secrets stay where they belong.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::imds::{Eni, ImdsDouble};
+use common::{ModKind, Tree, ok, stderr, stdout};
+use serde_json::Value;
+
+const MAC5: &str = "02:a1:b2:c3:d4:05";
+
+fn unloading() -> (Tree, String) {
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
+    ok(&t.run(&["scan"], &[]));
+    t.module_going("ena");
+    t.unbind(&ens5);
+    (t, ens5)
+}
+
+fn parses(path: &std::path::Path) -> bool {
+    serde_json::from_str::<Value>(&fs::read_to_string(path).unwrap()).is_ok()
+}
+
+#[test]
+fn corrupt_record_journal_and_metrics_are_recovered() {
+    let (t, ens5) = unloading();
+    let rec = t.state.join("ifaces/ens5.json");
+    fs::write(&rec, r#"{"name":"ens5","mac":"02:a1"#).unwrap();
+    fs::write(
+        t.state.join("journal.jsonl"),
+        "{\"kind\":\"event\",\"verdict\":\x00garbage\n{\"torn",
+    )
+    .unwrap();
+    fs::write(t.state.join("metrics.json"), "\u{1}\u{2}not json").unwrap();
+    let out = t.udev("remove", &ens5, 2, "ena", &[]);
+    let err = ok(&out);
+    assert!(err.contains("driver-unload"), "{err}");
+    assert!(err.contains("ignoring malformed record"), "{err}");
+    // The record is whole again, the new journal line is readable, the
+    // counters restarted.
+    assert!(parses(&rec));
+    let text = fs::read_to_string(t.state.join("journal.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["verdict"], "driver-unload");
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(t.state.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["events"]["remove driver-unload"], 1);
+    // status reads past the garbage.
+    let out = t.run(&["status", "--json"], &[]);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["journal"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn corrupt_token_file_is_replaced() {
+    let t = Tree::new();
+    let d = ImdsDouble::start(vec![]);
+    fs::create_dir_all(&t.state).unwrap();
+    let token = t.state.join("imds-token.json");
+    fs::write(&token, "{\"endpoint\": \"").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    let ep = d.endpoint();
+    ok(&t.run(
+        &[
+            "--imds",
+            "--imds-endpoint",
+            &ep,
+            "imds",
+            "get",
+            "meta-data/instance-id",
+        ],
+        &[],
+    ));
+    assert_eq!(d.token_puts(), 1);
+    assert!(parses(&token));
+    assert_eq!(
+        fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn token_is_never_wider_than_0600_whatever_the_umask() {
+    let t = Tree::new();
+    let d = ImdsDouble::start(vec![]);
+    let ep = d.endpoint();
+    let mut cmd = t.command(
+        &[
+            "--imds",
+            "--imds-endpoint",
+            &ep,
+            "imds",
+            "get",
+            "meta-data/instance-id",
+        ],
+        &[],
+    );
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::umask(0);
+            Ok(())
+        });
+    }
+    ok(&cmd.output().unwrap());
+    let mode = fs::metadata(t.state.join("imds-token.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Job files carry the settings: 0600 too.
+    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
+    let bin = t.scratch("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
+    let systemd = t.scratch("systemd");
+    fs::create_dir_all(&systemd).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let mut env = Tree::udev_env("add", &ens5, 2, "ena");
+    env.push(("PATH".into(), path));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut cmd = t.command(
+        &[
+            "--systemd-dir",
+            systemd.to_str().unwrap(),
+            "--command",
+            "/bin/true",
+            "handle",
+        ],
+        &env,
+    );
+    // SAFETY: as above.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::umask(0);
+            Ok(())
+        });
+    }
+    ok(&cmd.output().unwrap());
+    let job = fs::read_dir(t.state.join("jobs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        fs::metadata(job).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn imds_requests_go_to_the_configured_endpoint_only_never_a_proxy() {
+    let t = Tree::new();
+    let d = ImdsDouble::start(vec![Eni::new(MAC5, 0)]);
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let ep = d.endpoint();
+    let env = [
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+        ("all_proxy", proxy_url.as_str()),
+    ];
+    for path in [
+        "meta-data/instance-id",
+        "meta-data/network/interfaces/macs/",
+    ] {
+        ok(&t.run(
+            &["--imds", "--imds-endpoint", &ep, "imds", "get", path],
+            &env,
+        ));
+    }
+    // Redirects to elsewhere are refused, not followed.
+    d.faults(|f| f.redirect = true);
+    let out = t.run(
+        &[
+            "--imds",
+            "--imds-endpoint",
+            &ep,
+            "imds",
+            "get",
+            "meta-data/instance-id",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(proxy.accept().is_err(), "a request went to the proxy");
+    let seen = d.seen();
+    assert_eq!(seen.len(), 4);
+    for s in &seen {
+        assert_eq!(s.host, d.addr.to_string(), "{s:?}");
+    }
+}
+
+/// Runs `hotplug-hook` in a private mount namespace after `setup` (shell).
+fn in_mount_ns(t: &Tree, setup: &str, args: &[&str], env: &[(&str, &str)]) -> Option<Output> {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED: needs root for a private mount namespace");
+        return None;
+    }
+    let inner = t.command(args, env);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", &format!("{setup} && exec \"$@\""), "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    Some(cmd.output().unwrap())
+}
+
+#[test]
+fn read_only_state_dir_still_handles_the_event() {
+    let (t, ens5) = unloading();
+    let s = t.state.display().to_string();
+    let env = Tree::udev_env("remove", &ens5, 2, "ena");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let before = t.state_snapshot();
+    let Some(out) = in_mount_ns(
+        &t,
+        &format!("mount --bind {s} {s} && mount -o remount,bind,ro {s}"),
+        &["handle"],
+        &env,
+    ) else {
+        return;
+    };
+    let err = ok(&out);
+    assert!(err.contains("ens5 remove: driver-unload"), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("Read-only file system"),
+        "{err}"
+    );
+    assert_eq!(t.state_snapshot(), before);
+}
+
+#[test]
+fn full_state_dir_still_handles_the_event() {
+    let (t, ens5) = unloading();
+    let s = t.state.display().to_string();
+    let env = Tree::udev_env("remove", &ens5, 2, "ena");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Some(out) = in_mount_ns(
+        &t,
+        &format!(
+            "mount -t tmpfs -o size=8k tmpfs {s} && mkdir -p {s}/ifaces {s}/jobs && \
+             (dd if=/dev/zero of={s}/fill bs=1k count=64 2>/dev/null; true)"
+        ),
+        &["handle"],
+        &env,
+    ) else {
+        return;
+    };
+    let err = ok(&out);
+    assert!(err.contains("ens5 remove: driver-unload"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+}
+
+#[test]
+fn killed_writers_leave_no_torn_file() {
+    let t = Tree::new();
+    let mut devpaths = Vec::new();
+    for i in 0..8u8 {
+        devpaths.push(t.ena(
+            3 + i,
+            &format!("ens{}", 3 + i),
+            &format!("02:00:00:00:00:{i:02x}"),
+            2 + u32::from(i),
+            ModKind::Loadable,
+        ));
+    }
+    ok(&t.run(&["scan"], &[]));
+    t.module_going("ena");
+    for d in &devpaths {
+        t.unbind(d);
+    }
+    for i in 0..80usize {
+        let d = &devpaths[i % 8];
+        let env = Tree::udev_env("remove", d, 2 + (i % 8) as u32, "ena");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut child = t
+            .command(&["handle"], &env)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill at spread-out points of its ~1-2 ms life.
+        std::thread::sleep(Duration::from_micros(((i * 7919) % 2500) as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for e in fs::read_dir(t.state.join("ifaces")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            assert!(parses(&p), "torn record {}", p.display());
+        }
+    }
+    let text = fs::read_to_string(t.state.join("journal.jsonl")).unwrap_or_default();
+    for line in text.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "torn journal line {line:?}"
+        );
+    }
+    if t.state.join("metrics.json").exists() {
+        assert!(parses(&t.state.join("metrics.json")));
+    }
+    // And the next event is handled normally.
+    ok(&t.udev("remove", &devpaths[0], 2, "ena", &[]));
+    assert_eq!(t.last_verdict(), "driver-unload");
+}
+
+#[test]
+fn a_hundred_concurrent_invocations_keep_a_consistent_journal() {
+    let t = Tree::new();
+    let mut devpaths = Vec::new();
+    for i in 0..16u8 {
+        devpaths.push(t.ena(
+            3 + i,
+            &format!("ens{}", 3 + i),
+            &format!("02:00:00:00:00:{i:02x}"),
+            2 + u32::from(i),
+            ModKind::Loadable,
+        ));
+    }
+    ok(&t.run(&["scan"], &[]));
+    t.module_going("ena");
+    for d in &devpaths {
+        t.unbind(d);
+    }
+    let children: Vec<_> = (0..100)
+        .map(|n| {
+            let env = Tree::udev_env("remove", &devpaths[n % 16], 2 + (n % 16) as u32, "ena");
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            t.command(&["handle"], &env)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        ok(&c.wait_with_output().unwrap());
+    }
+    let journal = t.journal();
+    assert_eq!(journal.len(), 100);
+    assert!(journal.iter().all(|e| e["verdict"] == "driver-unload"));
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(t.state.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["events"]["remove driver-unload"], 100,
+        "no lost counter update"
+    );
+    assert_eq!(m["decision_count"], 100);
+    let leftovers: Vec<_> = fs::read_dir(t.state.join("ifaces"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn garbage_job_is_refused_without_side_effects() {
+    let t = Tree::new();
+    fs::create_dir_all(t.state.join("jobs")).unwrap();
+    let job = t.state.join("jobs/1-1.json");
+    for garbage in [
+        "",
+        "{",
+        "{\"id\": 1}",
+        "[1,2,3]",
+        "{\"id\":\"1\",\"iface\":\"x\",\"action\":\"add\",\"verdict\":\"new-device\",\"confirm\":\"none\",\"config\":{\"nope\":1}}",
+    ] {
+        fs::write(&job, garbage).unwrap();
+        fs::set_permissions(&job, fs::Permissions::from_mode(0o600)).unwrap();
+        let out = t.run(&["worker", "--job", job.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(2), "{garbage}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("hotplug-hook: invalid job"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!t.state.join("journal.jsonl").exists());
+}
