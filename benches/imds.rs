@@ -256,8 +256,8 @@ fn main() {
     // --- IMDS under faults ---------------------------------------------------
     println!("\none detach check (classify, one client: 3 s deadline, 3 retries):");
     println!(
-        "{:<26} {:>10} {:>14}  {}",
-        "IMDS", "wall ms", "IMDS requests", "outcome"
+        "{:<26} {:>10} {:>14}  outcome",
+        "IMDS", "wall ms", "IMDS requests"
     );
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
