@@ -732,7 +732,15 @@ mod tests {
             "/latest/meta-data/"
         );
         // "..." came from the fuzzer (fuzz/artifacts/imds_response).
-        for bad in ["", "meta-data/../../x", "meta-data/a?b", "http://evil/", "...", "a/.../b", "./x"] {
+        for bad in [
+            "",
+            "meta-data/../../x",
+            "meta-data/a?b",
+            "http://evil/",
+            "...",
+            "a/.../b",
+            "./x",
+        ] {
             assert!(metadata_path(bad).is_err(), "{bad}");
         }
     }

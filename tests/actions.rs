@@ -253,31 +253,18 @@ fn command_is_started_through_the_template_unit_on_systemd_hosts() {
     let ens7 = t.ena(7, "ens7", MAC7, 4, ModKind::Loadable);
     let (script, out) = recorder(&t, "0");
     // A fake systemctl that records how it was called.
-    let bin = t.scratch("bin");
-    fs::create_dir_all(&bin).unwrap();
     let calls = t.scratch("systemctl-calls");
-    fs::write(
-        bin.join("systemctl"),
-        format!("#!/bin/sh\necho \"$@\" >> \"{}\"\n", calls.display()),
-    )
-    .unwrap();
-    fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
-    let systemd = t.scratch("systemd-system");
-    fs::create_dir_all(&systemd).unwrap();
-    let path = format!("{}:/usr/bin:/bin", bin.display());
-    let mut env = Tree::udev_env("add", &ens7, 4, "ena");
-    env.push(("PATH".into(), path));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ok(&t.run(
-        &[
-            "--systemd-dir",
-            systemd.to_str().unwrap(),
-            "--command",
-            script.to_str().unwrap(),
-            "handle",
-        ],
-        &env,
-    ));
+    let (path, systemd) = t.fake_systemd(&format!("echo \"$@\" >> \"{}\"", calls.display()));
+    let flags = [
+        systemd[0].as_str(),
+        systemd[1].as_str(),
+        "--command",
+        script.to_str().unwrap(),
+    ];
+    ok(&t
+        .udev_command("add", &ens7, 4, "ena", &flags, &[("PATH", &path)])
+        .output()
+        .unwrap());
     let call = fs::read_to_string(&calls).unwrap();
     let unit = call
         .trim()

@@ -120,26 +120,14 @@ fn token_is_never_wider_than_0600_whatever_the_umask() {
     assert_eq!(mode & 0o777, 0o600);
     // Job files carry the settings: 0600 too.
     let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
-    let bin = t.scratch("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::write(bin.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
-    fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
-    let systemd = t.scratch("systemd");
-    fs::create_dir_all(&systemd).unwrap();
-    let path = format!("{}:/usr/bin:/bin", bin.display());
-    let mut env = Tree::udev_env("add", &ens5, 2, "ena");
-    env.push(("PATH".into(), path));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut cmd = t.command(
-        &[
-            "--systemd-dir",
-            systemd.to_str().unwrap(),
-            "--command",
-            "/bin/true",
-            "handle",
-        ],
-        &env,
-    );
+    let (path, systemd) = t.fake_systemd("exit 0");
+    let flags = [
+        systemd[0].as_str(),
+        systemd[1].as_str(),
+        "--command",
+        "/bin/true",
+    ];
+    let mut cmd = t.udev_command("add", &ens5, 2, "ena", &flags, &[("PATH", &path)]);
     // SAFETY: as above.
     unsafe {
         cmd.pre_exec(|| {
@@ -272,27 +260,15 @@ fn full_state_dir_still_handles_the_event() {
 #[test]
 fn killed_writers_leave_no_torn_file() {
     let t = Tree::new();
-    let mut devpaths = Vec::new();
-    for i in 0..8u8 {
-        devpaths.push(t.ena(
-            3 + i,
-            &format!("ens{}", 3 + i),
-            &format!("02:00:00:00:00:{i:02x}"),
-            2 + u32::from(i),
-            ModKind::Loadable,
-        ));
-    }
-    ok(&t.run(&["scan"], &[]));
+    let devpaths = t.fleet(8);
     t.module_going("ena");
     for d in &devpaths {
         t.unbind(d);
     }
     for i in 0..80usize {
         let d = &devpaths[i % 8];
-        let env = Tree::udev_env("remove", d, 2 + (i % 8) as u32, "ena");
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut child = t
-            .command(&["handle"], &env)
+            .udev_command("remove", d, 2 + (i % 8) as u32, "ena", &[], &[])
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -325,36 +301,15 @@ fn killed_writers_leave_no_torn_file() {
 #[test]
 fn a_hundred_concurrent_invocations_keep_a_consistent_journal() {
     let t = Tree::new();
-    let mut devpaths = Vec::new();
-    for i in 0..16u8 {
-        devpaths.push(t.ena(
-            3 + i,
-            &format!("ens{}", 3 + i),
-            &format!("02:00:00:00:00:{i:02x}"),
-            2 + u32::from(i),
-            ModKind::Loadable,
-        ));
-    }
-    ok(&t.run(&["scan"], &[]));
+    let devpaths = t.fleet(16);
     t.module_going("ena");
     for d in &devpaths {
         t.unbind(d);
     }
-    let children: Vec<_> = (0..100)
-        .map(|n| {
-            let env = Tree::udev_env("remove", &devpaths[n % 16], 2 + (n % 16) as u32, "ena");
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            t.command(&["handle"], &env)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    let events: Vec<(&str, &str, u32)> = (0..100)
+        .map(|n| ("remove", devpaths[n % 16].as_str(), 2 + (n % 16) as u32))
         .collect();
-    for c in children {
-        ok(&c.wait_with_output().unwrap());
-    }
+    t.handle_all(&events, &[]);
     let journal = t.journal();
     assert_eq!(journal.len(), 100);
     assert!(journal.iter().all(|e| e["verdict"] == "driver-unload"));
@@ -365,6 +320,10 @@ fn a_hundred_concurrent_invocations_keep_a_consistent_journal() {
         "no lost counter update"
     );
     assert_eq!(m["decision_count"], 100);
+    for i in 0..16 {
+        let r = t.record(&format!("ens{}", 3 + i)).unwrap();
+        assert_eq!(r["departed"]["verdict"], "driver-unload");
+    }
     let leftovers: Vec<_> = fs::read_dir(t.state.join("ifaces"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::imds::{Eni, ImdsDouble, MACS, TOKEN_PATH};
@@ -295,20 +295,9 @@ fn absent_paths_are_404_not_errors_inside() {
 
 // --- verdicts and the worker ------------------------------------------------
 
-fn nitro(d: &ImdsDouble) -> (Tree, Vec<String>) {
-    let _ = d;
+fn nitro(_d: &ImdsDouble) -> (Tree, Vec<String>) {
     let t = Tree::new();
-    let mut devpaths = Vec::new();
-    for i in 0..16u8 {
-        devpaths.push(t.ena(
-            3 + i,
-            &format!("ens{}", 3 + i),
-            &format!("02:a1:b2:c3:d4:{i:02x}"),
-            2 + u32::from(i),
-            ModKind::Loadable,
-        ));
-    }
-    ok(&t.run(&["scan"], &[]));
+    let devpaths = t.fleet(16);
     (t, devpaths)
 }
 
@@ -329,24 +318,12 @@ fn recorder(t: &Tree) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn handle_all(t: &Tree, events: &[(String, String, u32)], flags: &[String]) {
-    let children: Vec<_> = events
+    let events: Vec<(&str, &str, u32)> = events
         .iter()
-        .map(|(action, devpath, ifindex)| {
-            let env = Tree::udev_env(action, devpath, *ifindex, "ena");
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
-            args.push("handle");
-            t.command(&args, &env)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|(a, d, i)| (a.as_str(), d.as_str(), *i))
         .collect();
-    for c in children {
-        ok(&c.wait_with_output().unwrap());
-    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    t.handle_all(&events, &flags);
 }
 
 fn worker_entries(t: &Tree, n: usize, secs: u64) -> Vec<Value> {
@@ -696,33 +673,23 @@ fn handle_never_calls_imds_itself() {
     // records the call: whatever happens, it happens in the worker unit.
     let fifo = t.scratch("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let bin = t.scratch("bin");
-    let systemd = t.scratch("systemd-system");
-    fs::create_dir_all(&bin).unwrap();
-    fs::create_dir_all(&systemd).unwrap();
     let calls = t.scratch("calls");
-    fs::write(
-        bin.join("systemctl"),
-        format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
-    )
-    .unwrap();
-    fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
+    let (path, systemd) = t.fake_systemd(&format!("echo \"$@\" >> {}", calls.display()));
     let mut flags = imds_flags(&d);
     flags.extend([
         "--backend".into(),
         "cloud-init".into(),
         "--cloud-init-fifo".into(),
         fifo.display().to_string(),
-        "--systemd-dir".into(),
-        systemd.display().to_string(),
+        systemd[0].clone(),
+        systemd[1].clone(),
         "--cloud-init-forward-remove".into(),
     ]);
-    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
-    args.push("handle");
-    let mut env = Tree::udev_env("remove", &ens5, 2, "ena");
-    env.push(("PATH".into(), format!("{}:/usr/bin:/bin", bin.display())));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ok(&t.run(&args, &env));
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    ok(&t
+        .udev_command("remove", &ens5, 2, "ena", &args, &[("PATH", &path)])
+        .output()
+        .unwrap());
     assert_eq!(
         d.total(),
         0,

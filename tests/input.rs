@@ -1,5 +1,5 @@
 //! Bad input: a clear one-line error, exit 2, and no state change.
-//! Also `classify` (no side effects, JSON shape) and concurrent invocations.
+//! Also `classify` (no side effects, JSON shape).
 
 mod common;
 
@@ -242,51 +242,6 @@ fn classify_explains_without_side_effects() {
             .ends_with("0000:00:05.0/driver")
     );
     assert!(!t.state.exists());
-}
-
-#[test]
-fn concurrent_invocations_keep_a_consistent_journal() {
-    let t = Tree::new();
-    let mut devpaths = Vec::new();
-    for i in 0..16u8 {
-        devpaths.push(t.ena(
-            3 + i,
-            &format!("ens{}", 3 + i),
-            &format!("02:00:00:00:00:{i:02x}"),
-            2 + u32::from(i),
-            ModKind::Loadable,
-        ));
-    }
-    ok(&t.run(&["scan"], &[]));
-    t.module_going("ena");
-    for d in &devpaths {
-        t.unbind(d);
-    }
-    // 32 events at once: every NIC's remove, twice (udev retries, replays).
-    let children: Vec<_> = (0..32)
-        .map(|n| {
-            let d = &devpaths[n % 16];
-            let env = Tree::udev_env("remove", d, 2 + (n % 16) as u32, "ena");
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            t.command(&["handle"], &env)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        ok(&out);
-    }
-    let journal = t.journal();
-    assert_eq!(journal.len(), 32);
-    assert!(journal.iter().all(|e| e["verdict"] == "driver-unload"));
-    for i in 0..16 {
-        let r = t.record(&format!("ens{}", 3 + i)).unwrap();
-        assert_eq!(r["departed"]["verdict"], "driver-unload");
-    }
 }
 
 #[test]

@@ -392,6 +392,28 @@ impl Tree {
         ]
     }
 
+    /// `handle` as udev would run it, with extra flags and environment;
+    /// output captured, ready to run or spawn.
+    pub fn udev_command(
+        &self,
+        action: &str,
+        devpath: &str,
+        ifindex: u32,
+        driver: &str,
+        flags: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Command {
+        let env = Self::udev_env(action, devpath, ifindex, driver);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra_env);
+        let mut args = flags.to_vec();
+        args.push("handle");
+        let mut cmd = self.command(&args, &env);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    }
+
     /// `handle` as udev would run it, with extra flags.
     pub fn udev(
         &self,
@@ -401,11 +423,59 @@ impl Tree {
         driver: &str,
         flags: &[&str],
     ) -> Output {
-        let env = Self::udev_env(action, devpath, ifindex, driver);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut args = flags.to_vec();
-        args.push("handle");
-        self.run(&args, &env)
+        self.udev_command(action, devpath, ifindex, driver, flags, &[])
+            .output()
+            .unwrap()
+    }
+
+    /// `n` Nitro ENIs: slot `3+i`, `ens<3+i>`, MAC `02:a1:b2:c3:d4:<i>`,
+    /// ifindex `2+i`; recorded by `scan`. Returns their devpaths.
+    pub fn fleet(&self, n: u8) -> Vec<String> {
+        let devpaths = (0..n)
+            .map(|i| {
+                self.ena(
+                    3 + i,
+                    &format!("ens{}", 3 + i),
+                    &format!("02:a1:b2:c3:d4:{i:02x}"),
+                    2 + u32::from(i),
+                    ModKind::Loadable,
+                )
+            })
+            .collect();
+        ok(&self.run(&["scan"], &[]));
+        devpaths
+    }
+
+    /// Runs `handle` for every `(action, devpath, ifindex)` at once (driver
+    /// `ena`) and waits for all; each must exit 0.
+    pub fn handle_all(&self, events: &[(&str, &str, u32)], flags: &[&str]) {
+        let children: Vec<_> = events
+            .iter()
+            .map(|(action, devpath, ifindex)| {
+                self.udev_command(action, devpath, *ifindex, "ena", flags, &[])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            ok(&c.wait_with_output().unwrap());
+        }
+    }
+
+    /// A systemd host whose `systemctl` runs `body` (sh): returns the PATH
+    /// that finds it and the flag pair pointing at the systemd dir.
+    pub fn fake_systemd(&self, body: &str) -> (String, [String; 2]) {
+        let bin = self.scratch("bin");
+        let systemd = self.scratch("systemd-system");
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(&systemd).unwrap();
+        let exe = bin.join("systemctl");
+        fs::write(&exe, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        (
+            format!("{}:/usr/bin:/bin", bin.display()),
+            ["--systemd-dir".into(), systemd.display().to_string()],
+        )
     }
 
     /// The journal's entries, oldest first.
