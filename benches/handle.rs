@@ -66,9 +66,7 @@ fn peak_rss_kib() -> i64 {
 }
 
 fn udev_cmd(t: &Tree, action: &str, devpath: &str, ifindex: u32, driver: &str) -> Command {
-    let env = Tree::udev_env(action, devpath, ifindex, driver);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    t.command(&["handle"], &env)
+    t.udev_command(action, devpath, ifindex, driver, &[], &[])
 }
 
 fn main() {

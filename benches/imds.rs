@@ -13,7 +13,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,12 +51,8 @@ fn handle(
     ifindex: u32,
     env_extra: &[(&str, &str)],
 ) -> Command {
-    let env = Tree::udev_env(action, devpath, ifindex, "ena");
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(env_extra);
-    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
-    args.push("handle");
-    let mut c = t.command(&args, &env);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut c = t.udev_command(action, devpath, ifindex, "ena", &flags, env_extra);
     c.stdout(Stdio::null()).stderr(Stdio::null());
     c
 }
@@ -104,20 +99,14 @@ fn main() {
             t.hot_unplug(&ens5);
             // A systemd host whose systemctl does nothing: the job stays for
             // us to run the worker by hand and time it alone.
-            let bin = t.scratch("bin");
-            fs::create_dir_all(&bin).unwrap();
-            fs::write(bin.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
-            fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
-            let systemd = t.scratch("systemd");
-            fs::create_dir_all(&systemd).unwrap();
-            let f = flags(&d, &["--systemd-dir", systemd.to_str().unwrap()]);
+            let (path, systemd) = t.fake_systemd("exit 0");
+            let f = flags(&d, &[systemd[0].as_str(), systemd[1].as_str()]);
             if warm {
                 let mut a: Vec<&str> = f.iter().map(String::as_str).collect();
                 a.extend(["imds", "get", "meta-data/instance-id"]);
                 t.run(&a, &[]);
             }
             let before = d.total();
-            let path = format!("{}:/usr/bin:/bin", bin.display());
             let start = Instant::now();
             handle(&t, &f, "remove", &ens5, 2, &[("PATH", &path)])
                 .status()
@@ -156,18 +145,7 @@ fn main() {
     let d = ImdsDouble::start(vec![]);
     d.faults(|f| f.delay = Duration::from_millis(1));
     let t = Tree::new();
-    let devpaths: Vec<String> = (0..16u8)
-        .map(|i| {
-            t.ena(
-                3 + i,
-                &format!("ens{}", 3 + i),
-                &format!("02:a1:b2:c3:d4:{i:02x}"),
-                2 + u32::from(i),
-                ModKind::Loadable,
-            )
-        })
-        .collect();
-    t.run(&["scan"], &[]);
+    let devpaths = t.fleet(16);
     t.module_going("ena");
     for p in &devpaths {
         t.unbind(p);
@@ -202,18 +180,7 @@ fn main() {
     let d = ImdsDouble::start(vec![Eni::new("02:ff:00:00:00:01", 0)]);
     d.faults(|f| f.delay = Duration::from_millis(1));
     let t = Tree::new();
-    let devpaths: Vec<String> = (0..16u8)
-        .map(|i| {
-            t.ena(
-                3 + i,
-                &format!("ens{}", 3 + i),
-                &format!("02:a1:b2:c3:d4:{i:02x}"),
-                2 + u32::from(i),
-                ModKind::Loadable,
-            )
-        })
-        .collect();
-    t.run(&["scan"], &[]);
+    let devpaths = t.fleet(16);
     for p in &devpaths {
         t.hot_unplug(p);
     }
