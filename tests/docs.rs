@@ -213,3 +213,38 @@ fn deb_metadata_ships_every_file() {
         );
     }
 }
+
+#[test]
+fn man_page_documents_every_classify_json_field() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotplug-hook"))
+        .current_dir(root())
+        .env_clear()
+        .args([
+            "--state-dir",
+            "/nonexistent/hotplug-hook",
+            "--sysfs-root",
+            "tests/fixtures/nitro-ena-unload/sys",
+            "--imds=false",
+            "classify",
+            "--json",
+            "--action",
+            "remove",
+            "--devpath",
+            "/devices/pci0000:00/0000:00:05.0/net/ens5",
+            "--driver",
+            "ena",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let man = man_text();
+    let section =
+        &man[man.find(".SH JSON OUTPUT").unwrap()..man.find(".SH RECONFIGURATION").unwrap()];
+    for key in v.as_object().unwrap().keys() {
+        assert!(
+            section.contains(key.as_str()),
+            "classify --json field {key:?} is not in JSON OUTPUT"
+        );
+    }
+}
