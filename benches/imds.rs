@@ -12,7 +12,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -112,12 +111,7 @@ fn main() {
                 .status()
                 .unwrap();
             h.push(start.elapsed());
-            let job = fs::read_dir(t.state.join("jobs"))
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path();
+            let job = t.only_job();
             let start = Instant::now();
             t.command(&["worker", "--job", job.to_str().unwrap()], &[])
                 .stderr(Stdio::null())

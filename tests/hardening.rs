@@ -18,22 +18,13 @@ use serde_json::Value;
 
 const MAC5: &str = "02:a1:b2:c3:d4:05";
 
-fn unloading() -> (Tree, String) {
-    let t = Tree::new();
-    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
-    ok(&t.run(&["scan"], &[]));
-    t.module_going("ena");
-    t.unbind(&ens5);
-    (t, ens5)
-}
-
 fn parses(path: &std::path::Path) -> bool {
     serde_json::from_str::<Value>(&fs::read_to_string(path).unwrap()).is_ok()
 }
 
 #[test]
 fn corrupt_record_journal_and_metrics_are_recovered() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let rec = t.state.join("ifaces/ens5.json");
     fs::write(&rec, r#"{"name":"ens5","mac":"02:a1"#).unwrap();
     fs::write(
@@ -89,6 +80,17 @@ fn corrupt_token_file_is_replaced() {
     );
 }
 
+/// The child runs with umask 0, the most permissive there is.
+fn umask_0(cmd: &mut Command) {
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::umask(0);
+            Ok(())
+        });
+    }
+}
+
 #[test]
 fn token_is_never_wider_than_0600_whatever_the_umask() {
     let t = Tree::new();
@@ -105,13 +107,7 @@ fn token_is_never_wider_than_0600_whatever_the_umask() {
         ],
         &[],
     );
-    // SAFETY: umask is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::libc::umask(0);
-            Ok(())
-        });
-    }
+    umask_0(&mut cmd);
     ok(&cmd.output().unwrap());
     let mode = fs::metadata(t.state.join("imds-token.json"))
         .unwrap()
@@ -128,20 +124,9 @@ fn token_is_never_wider_than_0600_whatever_the_umask() {
         "/bin/true",
     ];
     let mut cmd = t.udev_command("add", &ens5, 2, "ena", &flags, &[("PATH", &path)]);
-    // SAFETY: as above.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::libc::umask(0);
-            Ok(())
-        });
-    }
+    umask_0(&mut cmd);
     ok(&cmd.output().unwrap());
-    let job = fs::read_dir(t.state.join("jobs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let job = t.only_job();
     assert_eq!(
         fs::metadata(job).unwrap().permissions().mode() & 0o777,
         0o600
@@ -213,7 +198,7 @@ fn in_mount_ns(t: &Tree, setup: &str, args: &[&str], env: &[(&str, &str)]) -> Op
 
 #[test]
 fn read_only_state_dir_still_handles_the_event() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let s = t.state.display().to_string();
     let env = Tree::udev_env("remove", &ens5, 2, "ena");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -237,7 +222,7 @@ fn read_only_state_dir_still_handles_the_event() {
 
 #[test]
 fn full_state_dir_still_handles_the_event() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let s = t.state.display().to_string();
     let env = Tree::udev_env("remove", &ens5, 2, "ena");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

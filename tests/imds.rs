@@ -217,44 +217,27 @@ fn garbage_oversized_and_redirects_are_refused_without_retrying() {
     let d = ImdsDouble::start(vec![]);
     ok(&get(&t, &d, "meta-data/instance-id", &[]));
     let before = d.total();
-    d.faults(|f| f.garbage = true);
-    let out = get(&t, &d, "meta-data/instance-id", &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("not UTF-8") || stderr(&out).contains("control characters"),
-        "{}",
-        stderr(&out)
-    );
-    d.faults(|f| {
-        f.garbage = false;
-        f.oversized = true;
-    });
-    let out = get(&t, &d, "meta-data/instance-id", &[]);
-    assert!(
-        stderr(&out).contains("over 65536 bytes refused"),
-        "{}",
-        stderr(&out)
-    );
-    d.faults(|f| {
-        f.oversized = false;
-        f.redirect = true;
-    });
-    let out = get(&t, &d, "meta-data/instance-id", &[]);
-    assert!(
-        stderr(&out).contains("redirect refused"),
-        "{}",
-        stderr(&out)
-    );
+    type Fault = (fn(&mut common::imds::Faults), &'static str);
+    let table: [Fault; 3] = [
+        (|f| f.garbage = true, "response is not UTF-8 text"),
+        (|f| f.oversized = true, "over 65536 bytes refused"),
+        (|f| f.redirect = true, "redirect refused"),
+    ];
+    for (fault, message) in table {
+        d.faults(|f| *f = Default::default());
+        d.faults(fault);
+        let out = get(&t, &d, "meta-data/instance-id", &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    }
     assert_eq!(
         d.total(),
         before + 3,
         "one request each, no retries, redirect not followed"
     );
     // A garbage listing is an error too, not an empty list.
-    d.faults(|f| {
-        f.redirect = false;
-        f.garbage = true;
-    });
+    d.faults(|f| *f = Default::default());
+    d.faults(|f| f.garbage = true);
     let out = get(&t, &d, "meta-data/network/interfaces/macs/", &[]);
     assert_eq!(out.status.code(), Some(1));
 }
@@ -709,12 +692,7 @@ fn handle_never_calls_imds_itself() {
         "{call}"
     );
     // The job asks the worker to confirm the detach in IMDS first.
-    let job = fs::read_dir(t.state.join("jobs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let job = t.only_job();
     let job: Value = serde_json::from_str(&fs::read_to_string(job).unwrap()).unwrap();
     assert_eq!(job["confirm"], "detach");
     assert_eq!(job["mac"], MAC5);

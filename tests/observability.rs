@@ -39,18 +39,9 @@ fn fields(datagram: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn unloading() -> (Tree, String) {
-    let t = Tree::new();
-    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
-    ok(&t.run(&["scan"], &[]));
-    t.module_going("ena");
-    t.unbind(&ens5);
-    (t, ens5)
-}
-
 #[test]
 fn journal_gets_one_line_with_structured_fields() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let (sock, path) = socket(&t, "journal.sock");
     let out = t.udev(
         "remove",
@@ -85,7 +76,7 @@ fn journal_gets_one_line_with_structured_fields() {
 
 #[test]
 fn syslog_gets_a_daemon_facility_line() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let (sock, path) = socket(&t, "log.sock");
     ok(&t.udev(
         "remove",
@@ -103,7 +94,7 @@ fn syslog_gets_a_daemon_facility_line() {
 
 #[test]
 fn missing_socket_falls_back_to_stderr() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let out = t.udev(
         "remove",
         &ens5,
@@ -342,7 +333,7 @@ fn ok_out(o: std::process::Output) -> std::process::Output {
 
 #[test]
 fn a_stuck_log_daemon_never_blocks_the_hook() {
-    let (t, ens5) = unloading();
+    let (t, ens5) = Tree::mid_unload();
     let (_sock, path) = socket(&t, "journal.sock");
     // Fill the socket's queue, as a journald that stopped reading would.
     let filler = UnixDatagram::unbound().unwrap();

@@ -478,6 +478,27 @@ impl Tree {
         )
     }
 
+    /// The one job file `handle` left for the worker.
+    pub fn only_job(&self) -> PathBuf {
+        let jobs: Vec<PathBuf> = fs::read_dir(self.state.join("jobs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        jobs.into_iter().next().unwrap()
+    }
+
+    /// ens5 (Nitro, `ena` loadable), recorded, caught mid `modprobe -r ena`:
+    /// module going, parent unbound. Returns the tree and ens5's devpath.
+    pub fn mid_unload() -> (Tree, String) {
+        let t = Tree::new();
+        let ens5 = t.ena(5, "ens5", "02:a1:b2:c3:d4:05", 2, ModKind::Loadable);
+        ok(&t.run(&["scan"], &[]));
+        t.module_going("ena");
+        t.unbind(&ens5);
+        (t, ens5)
+    }
+
     /// The journal's entries, oldest first.
     pub fn journal(&self) -> Vec<Value> {
         let Ok(text) = fs::read_to_string(self.state.join("journal.jsonl")) else {
