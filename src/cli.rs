@@ -246,8 +246,7 @@ fn report(event: &Event, ev: &Evidence, d: &Decision, ms: f64) -> Value {
         "devpath": ev.devpath,
         "seqnum": event.seqnum,
         "from_udev": event.from_udev,
-        "mac": ev.netdev.as_ref().and_then(|n| n.mac.clone())
-            .or_else(|| ev.record.as_ref().and_then(|r| r.mac.clone())),
+        "mac": ev.mac(),
         "driver": ev.driver,
         "verdict": d.verdict.as_str(),
         "reconfigure": d.verdict.triggers_reconfig(),

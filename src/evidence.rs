@@ -246,12 +246,7 @@ impl<'a> Gatherer<'a> {
                         .map(|d| format!(", departed ({})", d.verdict))
                         .unwrap_or_default()
                 ),
-                self.state
-                    .dir()
-                    .join("ifaces")
-                    .join(format!("{}.json", r.name))
-                    .display()
-                    .to_string(),
+                self.state.record_path(&r.name).display().to_string(),
             );
         }
         if e.action == Action::Move {

@@ -113,7 +113,8 @@ impl State {
         self.dir.join("ifaces")
     }
 
-    fn record_path(&self, name: &str) -> PathBuf {
+    /// Where the record of interface `name` lives.
+    pub fn record_path(&self, name: &str) -> PathBuf {
         self.ifaces_dir().join(format!("{name}.json"))
     }
 
