@@ -455,13 +455,7 @@ impl<'a> Gatherer<'a> {
                         .map(|d| format!(", left {} ms ago ({})", d.age_ms, d.verdict.as_str()))
                         .unwrap_or_default()
                 ),
-                source: self
-                    .state
-                    .dir()
-                    .join("ifaces")
-                    .join(format!("{}.json", r.name))
-                    .display()
-                    .to_string(),
+                source: self.state.record_path(&r.name).display().to_string(),
             });
             ev.priors.push(Prior {
                 name: r.name.clone(),
