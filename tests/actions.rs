@@ -196,7 +196,7 @@ fn command_runs_outside_the_hook_with_the_event_in_its_environment() {
     let t = Tree::new();
     // Shell metacharacters in a (kernel-valid) name must arrive verbatim.
     let odd = t.ena(7, "e$(id);x", MAC7, 4, ModKind::Loadable);
-    let (script, out) = recorder(&t, "0.4");
+    let (script, out) = recorder(&t, "1");
     let start = Instant::now();
     ok(&t.udev(
         "add",
@@ -217,7 +217,7 @@ fn command_runs_outside_the_hook_with_the_event_in_its_environment() {
         !out.exists(),
         "the hook returned before the command finished"
     );
-    assert!(hook_took < Duration::from_millis(400), "{hook_took:?}");
+    assert!(hook_took < Duration::from_millis(1000), "{hook_took:?}");
     let rec = wait_for(&out, 10);
     assert!(rec.contains("argv=two words\n"), "{rec}");
     assert!(rec.contains("HOTPLUG_INTERFACE=e$(id);x\n"), "{rec}");

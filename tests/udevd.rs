@@ -206,7 +206,7 @@ fn real_udevd_runs_the_hook_for_veth_add_remove_and_netns_moves() {
         format!(
             "#!/bin/sh\n\
              # Outlive the uevent: finish well after udevd is done with it.\n\
-             sleep 1\n\
+             sleep 2\n\
              gp=$(awk '{{print $4}}' /proc/$PPID/stat)\n\
              echo \"$HOTPLUG_VERDICT $(cat /proc/$PPID/comm) $(cat /proc/$gp/comm 2>/dev/null)\" \
              >> {}/\"$HOTPLUG_INTERFACE\"\n",
