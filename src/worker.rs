@@ -345,8 +345,8 @@ pub fn confirm(cfg: &Config, state: &State, job: &Job) -> (Confirmed, ImdsSpent)
     }
 }
 
-/// `hotplug-hook worker --job FILE`: confirm, reconfigure, journal (in the
-/// state dir of the `handle` that wrote the job), remove the job. Returns
+/// `hotplug-hook worker --job FILE`: confirm, reconfigure, remove the job,
+/// journal (in the state dir of the `handle` that wrote the job). Returns
 /// whether everything it had to do succeeded.
 pub fn run(job_path: &Path) -> Result<bool> {
     let job = read_job(job_path)?;
@@ -430,6 +430,9 @@ pub fn run(job_path: &Path) -> Result<bool> {
             ("DURATION_MS", &duration),
         ],
     );
+    // The job is done: gone before the journal says so.
+    let removed = fs::remove_file(job_path)
+        .with_context(|| format!("failed to remove job {}", job_path.display()));
     let imds_result = entry["imds"]["result"].as_str().unwrap_or("").to_string();
     let journaled = state.ensure().and_then(|()| state.lock()).and_then(|lock| {
         state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
@@ -445,7 +448,6 @@ pub fn run(job_path: &Path) -> Result<bool> {
     if let Err(e) = journaled {
         crate::log::warn(&format!("{e:#}"));
     }
-    fs::remove_file(job_path)
-        .with_context(|| format!("failed to remove job {}", job_path.display()))?;
+    removed?;
     Ok(ok)
 }
