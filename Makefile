@@ -8,6 +8,7 @@ SBINDIR ?= $(PREFIX)/sbin
 UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share
 BIN ?= target/release/hotplug-hook
 
 .PHONY: all install uninstall
@@ -29,10 +30,18 @@ install:
 	done
 	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/90-hotplug-hook.rules $(DESTDIR)$(SYSTEMDUNITDIR)/hotplug-hook-*.service
 	install -m 0644 man/hotplug-hook.8 $(DESTDIR)$(MANDIR)/man8/hotplug-hook.8
+	install -d $(DESTDIR)$(DATADIR)/bash-completion/completions $(DESTDIR)$(DATADIR)/zsh/vendor-completions \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d
+	$(BIN) --config /dev/null completions bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/hotplug-hook
+	$(BIN) --config /dev/null completions zsh > $(DESTDIR)$(DATADIR)/zsh/vendor-completions/_hotplug-hook
+	$(BIN) --config /dev/null completions fish > $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/hotplug-hook.fish
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/hotplug-hook $(DESTDIR)$(SBINDIR)/hotplug-hook \
 		$(DESTDIR)$(UDEVRULESDIR)/90-hotplug-hook.rules \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/hotplug-hook-worker@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/hotplug-hook-scan.service \
-		$(DESTDIR)$(MANDIR)/man8/hotplug-hook.8
+		$(DESTDIR)$(MANDIR)/man8/hotplug-hook.8 \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions/hotplug-hook \
+		$(DESTDIR)$(DATADIR)/zsh/vendor-completions/_hotplug-hook \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/hotplug-hook.fish

@@ -71,6 +71,12 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run one reconfiguration job outside udev (started by hotplug-hook-worker@.service)
     Worker {
         /// The job file written by `handle`
@@ -185,6 +191,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Classify { event, json } => classify_cmd(&cfg, event, *json),
         Cmd::Scan => scan(&cfg),
         Cmd::Status { entries, json } => status(&cfg, *entries, *json),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "hotplug-hook", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
         Cmd::Imds {
             command: ImdsCmd::Get { path },
         } => imds_get(&cfg, path),

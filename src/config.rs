@@ -179,6 +179,10 @@ impl Settings {
     /// Parses a JSON config object. Unknown keys and wrong types are errors,
     /// so a typo never silently falls back to a default.
     pub fn from_json(text: &str) -> Result<Settings> {
+        // An empty file (or --config /dev/null) sets nothing.
+        if text.trim().is_empty() {
+            return Ok(Settings::default());
+        }
         let v: Value =
             serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
         let Value::Object(map) = v else {
@@ -515,6 +519,10 @@ mod tests {
 
     #[test]
     fn bad_configs_are_usage_errors() {
+        assert!(
+            Settings::from_json(" \n").is_ok(),
+            "an empty file sets nothing"
+        );
         for bad in [
             "[]",
             "{",

@@ -190,6 +190,27 @@ fn make_install_puts_everything_in_fhs_places() {
     let rule =
         std::fs::read_to_string(d.join("usr/lib/udev/rules.d/90-hotplug-hook.rules")).unwrap();
     assert!(rule.contains("RUN+=\"/usr/libexec/hotplug-hook handle\""));
+    let bash =
+        std::fs::read_to_string(d.join("usr/share/bash-completion/completions/hotplug-hook"))
+            .unwrap();
+    for word in [
+        "handle",
+        "classify",
+        "scan",
+        "status",
+        "imds",
+        "--sysfs-root",
+    ] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    assert!(
+        d.join("usr/share/zsh/vendor-completions/_hotplug-hook")
+            .exists()
+    );
+    assert!(
+        d.join("usr/share/fish/vendor_completions.d/hotplug-hook.fish")
+            .exists()
+    );
     let out = Command::new(d.join("usr/libexec/hotplug-hook"))
         .arg("--version")
         .output()
