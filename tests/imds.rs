@@ -278,10 +278,22 @@ fn absent_paths_are_404_not_errors_inside() {
 
 // --- verdicts and the worker ------------------------------------------------
 
-fn nitro(_d: &ImdsDouble) -> (Tree, Vec<String>) {
+fn nitro() -> (Tree, Vec<String>) {
     let t = Tree::new();
     let devpaths = t.fleet(16);
     (t, devpaths)
+}
+
+/// IMDS flags plus the `command` backend running `script`, forked worker.
+fn worker_flags(d: &ImdsDouble, script: &std::path::Path) -> Vec<String> {
+    let mut flags = imds_flags(d);
+    flags.extend([
+        "--command".into(),
+        script.display().to_string(),
+        "--dispatch".into(),
+        "fork".into(),
+    ]);
+    flags
 }
 
 fn recorder(t: &Tree) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -332,19 +344,13 @@ fn worker_entries(t: &Tree, n: usize, secs: u64) -> Vec<Value> {
 #[test]
 fn burst_of_driver_unload_removes_makes_no_imds_request() {
     let d = ImdsDouble::start(vec![]);
-    let (t, devpaths) = nitro(&d);
+    let (t, devpaths) = nitro();
     let (script, _) = recorder(&t);
     t.module_going("ena");
     for p in &devpaths {
         t.unbind(p);
     }
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-    ]);
+    let flags = worker_flags(&d, &script);
     let events: Vec<_> = (0..32)
         .map(|n| {
             (
@@ -365,18 +371,12 @@ fn burst_of_driver_unload_removes_makes_no_imds_request() {
 fn parallel_detaches_share_one_token_and_one_listing() {
     // 16 ENIs detached together; IMDS has already dropped them.
     let d = ImdsDouble::start(vec![Eni::new("02:ff:00:00:00:01", 0)]);
-    let (t, devpaths) = nitro(&d);
+    let (t, devpaths) = nitro();
     let (script, ran) = recorder(&t);
     for p in &devpaths {
         t.hot_unplug(p);
     }
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-    ]);
+    let flags = worker_flags(&d, &script);
     let events: Vec<_> = devpaths
         .iter()
         .enumerate()
@@ -401,16 +401,10 @@ fn detach_waits_for_lagging_imds_then_reconfigures() {
     let mut eni = Eni::new("02:a1:b2:c3:d4:00", 0);
     eni.vanish_after = Some(3);
     let d = ImdsDouble::start(vec![eni]);
-    let (t, devpaths) = nitro(&d);
+    let (t, devpaths) = nitro();
     let (script, ran) = recorder(&t);
     t.hot_unplug(&devpaths[0]);
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-    ]);
+    let flags = worker_flags(&d, &script);
     handle_all(&t, &[("remove".into(), devpaths[0].clone(), 2)], &flags);
     assert!(!ran.join("ens3").exists(), "not before IMDS agrees");
     let w = worker_entries(&t, 1, 20).pop().unwrap();
@@ -424,16 +418,10 @@ fn listed_mac_whose_keys_answer_404_counts_as_detached() {
     let mut eni = Eni::new("02:a1:b2:c3:d4:00", 0);
     eni.keys = false;
     let d = ImdsDouble::start(vec![eni]);
-    let (t, devpaths) = nitro(&d);
+    let (t, devpaths) = nitro();
     let (script, _) = recorder(&t);
     t.hot_unplug(&devpaths[0]);
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-    ]);
+    let flags = worker_flags(&d, &script);
     handle_all(&t, &[("remove".into(), devpaths[0].clone(), 2)], &flags);
     let w = worker_entries(&t, 1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "agreed", "{w}");
@@ -455,18 +443,11 @@ fn listed_mac_whose_keys_answer_404_counts_as_detached() {
 #[test]
 fn worker_gives_up_when_imds_never_agrees() {
     let d = ImdsDouble::start(vec![Eni::new("02:a1:b2:c3:d4:00", 0)]);
-    let (t, devpaths) = nitro(&d);
+    let (t, devpaths) = nitro();
     let (script, ran) = recorder(&t);
     t.hot_unplug(&devpaths[0]);
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-        "--imds-confirm-timeout-secs".into(),
-        "2".into(),
-    ]);
+    let mut flags = worker_flags(&d, &script);
+    flags.extend(["--imds-confirm-timeout-secs".into(), "2".into()]);
     handle_all(&t, &[("remove".into(), devpaths[0].clone(), 2)], &flags);
     let w = worker_entries(&t, 1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "gave-up", "{w}");
@@ -524,13 +505,7 @@ fn new_device_is_confirmed_and_its_metadata_passed_on() {
     let t = Tree::new();
     let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
     let (script, ran) = recorder(&t);
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-    ]);
+    let flags = worker_flags(&d, &script);
     handle_all(&t, &[("add".into(), ens5, 2)], &flags);
     let w = worker_entries(&t, 1, 20).pop().unwrap();
     assert_eq!(w["verdict"], "new-device");
@@ -557,13 +532,7 @@ fn new_device_appearing_late_in_imds_is_waited_for() {
     let t = Tree::new();
     let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
     let (script, ran) = recorder(&t);
-    let mut flags = imds_flags(&d);
-    flags.extend([
-        "--command".into(),
-        script.display().to_string(),
-        "--dispatch".into(),
-        "fork".into(),
-    ]);
+    let flags = worker_flags(&d, &script);
     handle_all(&t, &[("add".into(), ens5, 2)], &flags);
     let w = worker_entries(&t, 1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "agreed", "{w}");
