@@ -179,14 +179,14 @@ fn main() {
     // new-device (backend none): a fresh ENI; its record is removed between runs.
     let t = Tree::new();
     let ens7 = t.ena(7, "ens7", "02:00:00:00:00:07", 4, ModKind::Loadable);
-    let rec = t.state.join("ifaces/ens7.json");
+    let ifaces = t.state.join("ifaces");
     row(
         "new-device",
         &time(
             n,
             || udev_cmd(&t, "add", &ens7, 4, "ena"),
             || {
-                let _ = std::fs::remove_file(&rec);
+                let _ = std::fs::remove_dir_all(&ifaces);
             },
         ),
     );

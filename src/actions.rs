@@ -232,7 +232,7 @@ fn dispatch_job(cfg: &Config, state: &State, job: &Job) -> Result<String> {
     result
 }
 
-fn start_worker(cfg: &Config, job: &Path, id: &str) -> Result<String> {
+pub(crate) fn start_worker(cfg: &Config, job: &Path, id: &str) -> Result<String> {
     let exe = std::env::current_exe().context("failed to find our own executable")?;
     let dispatch = match cfg.dispatch {
         Dispatch::Auto if cfg.systemd_booted() => Dispatch::Systemctl,

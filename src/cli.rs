@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use crate::actions::{self, Taken};
 use crate::config::{Config, Settings};
 use crate::decision::{Decision, Outcome, Policy, Verdict, decide};
-use crate::error::{EXIT_FAILURE, EXIT_OK, invalid};
+use crate::error::{EXIT_FAILURE, EXIT_OK, StateBusy, StateRefused, invalid};
 use crate::event::{self, Action, Event, Overrides, Parsed};
 use crate::evidence::{Evidence, ImdsEvidence, SettleWindow, classify};
 use crate::imds::{Client, Fetched};
 use crate::module::ModuleState;
-use crate::state::{Departure, Record, State, now_ms};
+use crate::state::{Record, State, Update, now_ms};
 use crate::sysfs::Sysfs;
 use crate::{log, worker};
 
@@ -227,7 +227,7 @@ fn read_event(sysfs: &Sysfs, state: &State, args: &EventArgs) -> Result<Option<E
     let mut infer = |iface: &str| -> Result<Action> {
         if sysfs.exists(&format!("/class/net/{iface}")) {
             Ok(Action::Add)
-        } else if state.record(iface).is_some() {
+        } else if state.record_for(iface, None).is_some() {
             Ok(Action::Remove)
         } else {
             Err(invalid(format!(
@@ -278,17 +278,35 @@ fn handle(cfg: &Config, args: &EventArgs) -> Result<i32> {
         return Ok(EXIT_OK);
     };
     let (ev, decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
-    let taken = actions::reconfigure(cfg, &state, &event, &ev, &decision);
+    // A state dir we refuse (another user's, or writable by others): the
+    // verdict is still logged, but nothing is written or forwarded.
+    let refused = match state.ensure() {
+        Err(e) if e.is::<StateRefused>() => Some(e),
+        _ => None,
+    };
+    let taken = match refused {
+        None => actions::reconfigure(cfg, &state, &event, &ev, &decision),
+        Some(_) => None,
+    };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
 
     // State is best effort: a read-only or full state dir must not turn a
-    // handled event into a failure.
-    if let Err(e) = remember(cfg, &state, &event, &ev, &decision, taken.as_ref(), ms) {
-        log::warn(&format!("{e:#}"));
-    }
-    let action_note = match &taken {
-        Some(t) => format!("; {} {}: {}", t.backend, t.result, t.detail),
-        None => String::new(),
+    // handled event into a failure; a refused or held one must be seen.
+    let failed = match refused {
+        Some(e) => Some(e),
+        None => match remember(cfg, &state, &event, &ev, &decision, taken.as_ref(), ms) {
+            Err(e) if e.is::<StateBusy>() => Some(e),
+            Err(e) => {
+                log::warn(&format!("{e:#}"));
+                None
+            }
+            Ok(()) => None,
+        },
+    };
+    let action_note = match (&taken, &failed) {
+        (_, Some(e)) => format!("; not recorded: {e:#}"),
+        (Some(t), None) => format!("; {} {}: {}", t.backend, t.result, t.detail),
+        (None, None) => String::new(),
     };
     let duration = format!("{ms:.3}");
     let seqnum = event.seqnum.map(|s| s.to_string()).unwrap_or_default();
@@ -311,7 +329,10 @@ fn handle(cfg: &Config, args: &EventArgs) -> Result<i32> {
             ("DURATION_MS", &duration),
         ],
     );
-    Ok(EXIT_OK)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(EXIT_OK),
+    }
 }
 
 /// Updates the interface records and appends the journal entry, under the lock.
@@ -327,7 +348,7 @@ fn remember(
     state.ensure()?;
     let lock = state.lock()?;
     let v = decision.verdict;
-    let result = update_records(state, event, ev, v);
+    let result = state.apply(&lock, &update_for(event, ev, v));
     let mut entry = report(event, ev, decision, ms);
     entry["kind"] = json!("event");
     entry["ts_ms"] = json!(now_ms());
@@ -345,68 +366,21 @@ fn remember(
     result
 }
 
-fn update_records(state: &State, event: &Event, ev: &Evidence, v: Verdict) -> Result<()> {
-    match event.action {
-        Action::Add => {
-            if matches!(v, Verdict::Virtual | Verdict::StaleEvent) {
-                return Ok(());
-            }
-            let Some(rec) = record_from(ev) else {
-                return Ok(());
-            };
-            // The same MAC under another name (renamed across a reload): keep one.
-            for old in state.records() {
-                if old.name != rec.name && old.mac.is_some() && old.mac == rec.mac {
-                    state.delete_record(&old.name)?;
-                }
-            }
-            state.save_record(&rec)
-        }
-        Action::Remove => {
-            if v == Verdict::DeviceRemoved {
-                return state.delete_record(&event.iface);
-            }
-            if !v.is_transient_departure() {
-                return Ok(());
-            }
-            let mut rec = ev.record.clone().unwrap_or_else(|| Record {
-                name: event.iface.clone(),
-                mac: None,
-                driver: ev.driver.clone(),
-                module: ev.module.as_ref().map(|m| m.name.clone()),
-                builtin: false,
-                devpath: ev.devpath.clone().unwrap_or_default(),
-                ifindex: event.ifindex,
-                seen_ms: now_ms(),
-                departed: None,
-            });
-            rec.departed = Some(Departure {
-                verdict: v.as_str().to_string(),
-                at_ms: now_ms(),
-            });
-            state.save_record(&rec)
-        }
-        Action::Move => {
-            let Some(old) = event.iface_old.as_deref() else {
-                return Ok(());
-            };
-            let mut rec = match state.record(old) {
-                Some(r) => r,
-                None => match record_from(ev) {
-                    Some(r) => r,
-                    None => return Ok(()),
-                },
-            };
-            rec.name = event.iface.clone();
-            if let Some(d) = &ev.devpath {
-                rec.devpath = d.clone();
-            }
-            state.save_record(&rec)?;
-            if old != event.iface {
-                state.delete_record(old)?;
-            }
-            Ok(())
-        }
+/// The record change an event's verdict calls for, made by [`State::apply`].
+fn update_for(event: &Event, ev: &Evidence, v: Verdict) -> Update {
+    Update {
+        action: event.action,
+        verdict: v,
+        iface: event.iface.clone(),
+        old_iface: event.iface_old.clone(),
+        devpath: ev.devpath.clone(),
+        ifindex: event.ifindex,
+        present: (event.action == Action::Add)
+            .then(|| record_from(ev))
+            .flatten(),
+        prior: ev.record.clone(),
+        driver: ev.driver.clone(),
+        module: ev.module.as_ref().map(|m| m.name.clone()),
     }
 }
 
@@ -420,6 +394,11 @@ fn record_from(ev: &Evidence) -> Option<Record> {
         module: ev.module.as_ref().map(|m| m.name.clone()),
         builtin: ev
             .module
+            .as_ref()
+            .is_some_and(|m| m.state == ModuleState::Builtin),
+        transport: ev.transport.as_ref().map(|m| m.name.clone()),
+        transport_builtin: ev
+            .transport
             .as_ref()
             .is_some_and(|m| m.state == ModuleState::Builtin),
         devpath: n.devpath.clone(),
@@ -559,12 +538,61 @@ fn status(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
     let state = State::new(&cfg.state_dir);
     let m = crate::metrics::load(&state);
     let journal = state.journal_tail(entries);
+    let pending = worker::pending(&state);
+    let count = |held: Option<bool>| pending.iter().filter(|p| p.held == held).count();
+    let (running, stranded, unknown) = (count(Some(true)), count(Some(false)), count(None));
     if as_json {
-        let out = json!({"state_dir": cfg.state_dir, "metrics": m.to_json(), "journal": journal});
+        let now = crate::clock::boot_ms();
+        let out = json!({
+            "state_dir": cfg.state_dir,
+            "metrics": m.to_json(),
+            "jobs": {
+                "pending": pending.len(),
+                "running": running,
+                "stranded": stranded,
+                "unknown": unknown,
+                "list": pending.iter().map(|p| p.to_json(now)).collect::<Vec<_>>(),
+            },
+            "journal": journal,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(EXIT_OK);
     }
     let mut text = format!("state dir: {}\n", cfg.state_dir.display());
+    text.push_str(&format!(
+        "jobs pending: {}{}\n",
+        pending.len(),
+        if pending.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({running} held by a running worker, {stranded} stranded{})",
+                if unknown > 0 {
+                    format!(", {unknown} unreadable")
+                } else {
+                    String::new()
+                }
+            )
+        }
+    ));
+    for p in pending.iter().filter(|p| p.held != Some(true)) {
+        let what = p.job.as_ref().map_or_else(
+            || p.error.clone().unwrap_or_default(),
+            |j| format!("{} {}: {}", j.iface, j.action.as_str(), j.verdict.as_str()),
+        );
+        let state = if p.held.is_some() {
+            "stranded"
+        } else {
+            "unreadable"
+        };
+        text.push_str(&format!("  {state} {}: {what}\n", p.id));
+    }
+    if m.stranded_jobs + m.resumed_jobs > 0 {
+        text.push_str(&format!(
+            "stranded jobs: {} resumed, {} past their deadline (reported, not run)\n",
+            m.resumed_jobs, m.stranded_jobs
+        ));
+    }
     let list = |text: &mut String, title: &str, map: &std::collections::BTreeMap<String, u64>| {
         text.push_str(&format!(
             "{title}:{}\n",
@@ -603,7 +631,7 @@ fn status(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
     for e in &journal {
         let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
         text.push_str(&format!(
-            "  {} {} {} {}: {}{}\n",
+            "  {} {} {} {}: {}{}{}\n",
             e["ts_ms"].as_u64().unwrap_or(0),
             s("kind"),
             s("iface"),
@@ -615,7 +643,12 @@ fn status(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
                     " ({} {r})",
                     e["action_taken"]["backend"].as_str().unwrap_or("")
                 ))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match e["result"].as_str() {
+                Some(r @ ("stranded" | "cancelled")) => format!(" [job {} {r}]", s("job")),
+                _ if e["resumed"] == true => format!(" [job {} resumed]", s("job")),
+                _ => String::new(),
+            }
         ));
     }
     print!("{text}");
@@ -645,9 +678,9 @@ fn scan(cfg: &Config) -> Result<i32> {
             from_udev: false,
         };
         let ev = crate::evidence::Gatherer::new(&sysfs, &state, &event)?.snapshot()?;
-        if let Some(rec) = record_from(&ev) {
-            let _lock = state.lock()?;
-            state.save_record(&rec)?;
+        if ev.netdev.is_some() {
+            let lock = state.lock()?;
+            state.apply(&lock, &update_for(&event, &ev, Verdict::AlreadyKnown))?;
             recorded.push(iface);
         }
     }
@@ -658,5 +691,13 @@ fn scan(cfg: &Config) -> Result<i32> {
         if recorded.is_empty() { "" } else { ": " },
         recorded.join(", ")
     );
+    // Jobs whose worker died: resumed by new workers, or reported.
+    let swept = worker::sweep(cfg, worker::Sweep::Dispatch);
+    if swept.resumed + swept.stranded > 0 {
+        println!(
+            "stranded jobs: {} resumed, {} past their deadline (reported, not run)",
+            swept.resumed, swept.stranded
+        );
+    }
     Ok(EXIT_OK)
 }

@@ -5,79 +5,7 @@ use crate::event::Action;
 use crate::evidence::Evidence;
 use crate::imds::Presence;
 use crate::module::ModuleState;
-
-/// What an event turned out to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// A virtual device (veth, bridge, vlan...): ignored by default.
-    Virtual,
-    /// The device came back (driver reload, rebind, return from a netns).
-    DeviceReturned,
-    /// The device is gone: PCI hot-unplug, ENI detach, Xen vif removal.
-    DeviceRemoved,
-    /// The net device left the host's namespace; its parent is still bound.
-    NetdevDetached,
-    /// The driver's module is being (or was) unloaded.
-    DriverUnload,
-    /// The device was unbound from its driver (sysfs `unbind`).
-    DriverUnbind,
-    /// A device not seen before (or seen leaving for good).
-    NewDevice,
-    /// An add for an interface already recorded as present with the same
-    /// MAC and ifindex: a replayed event (`udevadm trigger`).
-    AlreadyKnown,
-    /// A rename (`move`).
-    Renamed,
-    /// An add for a net device that is no longer in sysfs; its remove follows.
-    StaleEvent,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 10] = [
-        Verdict::Virtual,
-        Verdict::DeviceReturned,
-        Verdict::DeviceRemoved,
-        Verdict::NetdevDetached,
-        Verdict::DriverUnload,
-        Verdict::DriverUnbind,
-        Verdict::NewDevice,
-        Verdict::AlreadyKnown,
-        Verdict::Renamed,
-        Verdict::StaleEvent,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Virtual => "virtual",
-            Verdict::DeviceReturned => "device-returned",
-            Verdict::DeviceRemoved => "device-removed",
-            Verdict::NetdevDetached => "netdev-detached",
-            Verdict::DriverUnload => "driver-unload",
-            Verdict::DriverUnbind => "driver-unbind",
-            Verdict::NewDevice => "new-device",
-            Verdict::AlreadyKnown => "already-known",
-            Verdict::Renamed => "renamed",
-            Verdict::StaleEvent => "stale-event",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Verdict> {
-        Verdict::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// Only these two change the host's network and need reconfiguration.
-    pub fn triggers_reconfig(self) -> bool {
-        matches!(self, Verdict::NewDevice | Verdict::DeviceRemoved)
-    }
-
-    /// A remove with this verdict may be followed by the device's return.
-    pub fn is_transient_departure(self) -> bool {
-        matches!(
-            self,
-            Verdict::DriverUnload | Verdict::DriverUnbind | Verdict::NetdevDetached
-        )
-    }
-}
+pub use crate::verdict::Verdict;
 
 /// A verdict and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,40 +73,64 @@ fn decide_add(ev: &Evidence, policy: &Policy) -> Outcome {
         if !dep.verdict.is_transient_departure() {
             continue;
         }
-        if dep.age_ms <= policy.return_window_ms {
-            why.push(format!(
-                "{} ({}) left {:.1} s ago with verdict {} (window {window_s} s)",
+        match dep.age_ms {
+            Some(age) if age <= policy.return_window_ms => {
+                why.push(format!(
+                    "{} ({}) left {:.1} s ago with verdict {} (window {window_s} s)",
+                    p.matched_by,
+                    p.name,
+                    age as f64 / 1000.0,
+                    dep.verdict.as_str(),
+                ));
+                return done(Verdict::DeviceReturned, why, None);
+            }
+            Some(age) => why.push(format!(
+                "{} ({}) left {} s ago with verdict {}: outside the {window_s} s window",
                 p.matched_by,
                 p.name,
-                dep.age_ms as f64 / 1000.0,
-                dep.verdict.as_str(),
-            ));
-            return done(Verdict::DeviceReturned, why, None);
+                age / 1000,
+                dep.verdict.as_str()
+            )),
+            None => why.push(format!(
+                "{} ({}) left with verdict {} at a time later than now: too old to count",
+                p.matched_by,
+                p.name,
+                dep.verdict.as_str()
+            )),
         }
+    }
+    // Recorded as present on this device with this MAC: a replay, or (with
+    // another ifindex) the NIC re-registered before its remove was handled.
+    let present = ev
+        .priors
+        .iter()
+        .filter(|p| p.departed.is_none() && p.same_device && p.mac.is_some());
+    let mut returned = None;
+    for p in present {
+        if p.ifindex == netdev.ifindex {
+            why.push(format!(
+                "{} is already recorded as {} with ifindex {}: a replayed add",
+                p.matched_by,
+                p.name,
+                p.ifindex.map_or("?".to_string(), |i| i.to_string())
+            ));
+            return done(Verdict::AlreadyKnown, why, None);
+        }
+        returned.get_or_insert(p);
+    }
+    if let Some(p) = returned {
         why.push(format!(
-            "{} ({}) left {} s ago with verdict {}: outside the {window_s} s window",
+            "{} is recorded as present ({}, ifindex {}) and is back with ifindex {}: \
+             it re-registered before its remove was handled",
             p.matched_by,
             p.name,
-            dep.age_ms / 1000,
-            dep.verdict.as_str()
+            p.ifindex.map_or("?".to_string(), |i| i.to_string()),
+            netdev.ifindex.map_or("?".to_string(), |i| i.to_string())
         ));
-    }
-    if let Some(p) = ev.priors.iter().find(|p| {
-        p.departed.is_none()
-            && p.name == netdev.name
-            && p.mac == netdev.mac
-            && p.ifindex == netdev.ifindex
-    }) {
-        why.push(format!(
-            "{} is already recorded with MAC {} and ifindex {}: a replayed add",
-            p.name,
-            p.mac.as_deref().unwrap_or("?"),
-            p.ifindex.map_or("?".to_string(), |i| i.to_string())
-        ));
-        return done(Verdict::AlreadyKnown, why, None);
+        return done(Verdict::DeviceReturned, why, None);
     }
     why.push(format!(
-        "no record of MAC {} or its parent leaving within {window_s} s",
+        "no record of MAC {} present or leaving within {window_s} s",
         netdev.mac.as_deref().unwrap_or("?")
     ));
     why.extend(imds_note(ev, true));
@@ -251,9 +203,10 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
         return done(Verdict::DeviceRemoved, why, None);
     }
 
+    let device = ev.device.as_deref().unwrap_or(parent);
     if let Some(n) = ev.returned() {
         why.push(format!(
-            "{parent} already has net device {} again (MAC {}, ifindex {} vs {} in the event): \
+            "{device} already has net device {} again (MAC {}, ifindex {} vs {} in the event): \
              the driver came back before the hook ran",
             n.name,
             n.mac.as_deref().unwrap_or("?"),
@@ -262,23 +215,33 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
         ));
         return done(Verdict::DeviceReturned, why, settle);
     }
-    if !ev.parent_present {
-        why.push(format!("parent {parent} is gone from sysfs"));
+    if !ev.device_present {
+        why.push(format!("device {device} is gone from sysfs"));
         why.extend(imds_note(ev, false));
         return done(Verdict::DeviceRemoved, why, settle);
     }
-    let module_note = ev
-        .module
+    // A virtio device gone from under a PCI function that stayed: the
+    // transport (virtio_pci) was unbound or unloaded; judge that device.
+    let via_transport = !ev.parent_present;
+    let (parent, driver, module) = if via_transport {
+        why.push(format!(
+            "virtio device {parent} is gone; its transport device {device} is present"
+        ));
+        (device, &ev.device_driver, &ev.transport)
+    } else {
+        (parent, &ev.parent_driver, &ev.module)
+    };
+    let module_note = module
         .as_ref()
         .map(|m| format!("module {} is {}", m.name, m.state.as_str()));
-    if let Some(driver) = &ev.parent_driver {
+    if let Some(driver) = driver {
         if ev.seen_unbound {
             why.push(format!(
                 "parent {parent} was re-bound to {driver}: a re-probe"
             ));
             return done(Verdict::DeviceReturned, why, settle);
         }
-        if let Some(m) = &ev.module
+        if let Some(m) = module
             && m.state == ModuleState::Coming
         {
             why.push(format!(
@@ -288,15 +251,31 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
             ));
             return done(Verdict::DeviceReturned, why, settle);
         }
-        why.push(format!(
-            "parent {parent} is present and still bound to {driver}, with no net device here: \
-             moved to another network namespace"
-        ));
-        return done(Verdict::NetdevDetached, why, settle);
+        if ev.parent_net_dir && !via_transport {
+            why.push(format!(
+                "parent {parent} is present and still bound to {driver}, and keeps its net \
+                 directory with no net device visible here: moved to another network namespace"
+            ));
+            return done(Verdict::NetdevDetached, why, settle);
+        }
+        // The kernel links the driver before probe() registers the net
+        // device: bound with no net device at all is a probe under way.
+        return match &ev.settle {
+            Some(s) if s.expired => {
+                why.push(format!(
+                    "parent {parent} is bound to {driver} but has no net device: \
+                     the driver is probing it again and has not registered one yet"
+                ));
+                done(Verdict::DeviceReturned, why, settle)
+            }
+            _ => Outcome::Unsettled(format!(
+                "parent {parent} is bound to {driver} with no net device yet"
+            )),
+        };
     }
 
     why.push(format!("parent {parent} is present and unbound"));
-    if let Some(m) = &ev.module {
+    if let Some(m) = module {
         let unloading = match m.state {
             ModuleState::Going => Some("being unloaded"),
             ModuleState::Absent if !m.recorded_builtin => Some("no longer loaded"),
@@ -377,8 +356,10 @@ mod tests {
             iface: "ens5".into(),
             devpath: Some(format!("{PARENT}/net/ens5")),
             parent: Some(PARENT.into()),
+            device: Some(PARENT.into()),
             event_ifindex: Some(2),
             parent_present: true,
+            device_present: true,
             module: module(ModuleState::Live),
             ..Evidence::default()
         }
@@ -431,7 +412,10 @@ mod tests {
             ),
             (
                 "parent gone",
-                |e| e.parent_present = false,
+                |e| {
+                    e.parent_present = false;
+                    e.device_present = false;
+                },
                 Verdict::DeviceRemoved,
             ),
             (
@@ -466,9 +450,20 @@ mod tests {
                 Verdict::DriverUnbind,
             ),
             (
-                "bound, no netdev",
-                |e| e.parent_driver = Some("ena".into()),
+                "bound, net dir kept, no netdev here",
+                |e| {
+                    e.parent_driver = Some("ena".into());
+                    e.parent_net_dir = true;
+                },
                 Verdict::NetdevDetached,
+            ),
+            (
+                "bound, no net dir, window ran out",
+                |e| {
+                    e.parent_driver = Some("ena".into());
+                    e.settle = expired();
+                },
+                Verdict::DeviceReturned,
             ),
             (
                 "bound, module coming",
@@ -503,6 +498,13 @@ mod tests {
     #[test]
     fn unbound_parent_is_unsettled_until_the_window_runs_out() {
         assert!(matches!(decide(&remove(), &POLICY), Outcome::Unsettled(_)));
+        // Bound with no net device at all: probe() has not registered it yet.
+        let mut ev = remove();
+        ev.parent_driver = Some("ena".into());
+        let Outcome::Unsettled(why) = decide(&ev, &POLICY) else {
+            panic!("a probe under way is not a verdict yet")
+        };
+        assert!(why.contains("bound to ena with no net device yet"), "{why}");
         // A built-in module absent from /sys/module is not an unload either.
         let mut ev = remove();
         ev.module = Some(ModuleEvidence {
@@ -531,6 +533,8 @@ mod tests {
             driver: Some("ena".into()),
             module: Some("ena".into()),
             builtin: false,
+            transport: None,
+            transport_builtin: false,
             devpath: format!("{PARENT}/net/ens5"),
             ifindex: Some(2),
             seen_ms: 0,
@@ -544,6 +548,7 @@ mod tests {
     fn settle_outcome_is_in_the_reasons() {
         let mut ev = remove();
         ev.parent_present = false;
+        ev.device_present = false;
         ev.settle = Some(Settle {
             elapsed_ms: 42,
             polls: 5,
@@ -560,6 +565,7 @@ mod tests {
             d.reasons
         );
         ev.parent_present = true;
+        ev.device_present = true;
         ev.settle = expired();
         let Outcome::Decided(d) = decide(&ev, &POLICY) else {
             panic!()
@@ -577,7 +583,11 @@ mod tests {
             mac: Some("02:00:00:00:00:05".into()),
             ifindex: Some(2),
             matched_by: "MAC 02:00:00:00:00:05".into(),
-            departed: Some(PriorDeparture { verdict, age_ms }),
+            same_device: true,
+            departed: Some(PriorDeparture {
+                verdict,
+                age_ms: Some(age_ms),
+            }),
         }
     }
 
@@ -597,12 +607,33 @@ mod tests {
             Verdict::NewDevice,
             "a real removal is not transient"
         );
-        ev.priors = vec![Prior {
+        ev.priors = vec![prior(Verdict::DriverUnload, 0)];
+        ev.priors[0].departed.as_mut().unwrap().age_ms = None;
+        assert_eq!(
+            verdict(&ev),
+            Verdict::NewDevice,
+            "a departure stamped in the future is expired"
+        );
+        let present = |ifindex, same_device| Prior {
             departed: None,
-            ifindex: Some(7),
+            ifindex: Some(ifindex),
+            same_device,
             ..prior(Verdict::DriverUnload, 0)
-        }];
+        };
+        ev.priors = vec![present(7, true)];
         assert_eq!(verdict(&ev), Verdict::AlreadyKnown);
+        ev.priors = vec![present(2, true)];
+        assert_eq!(
+            verdict(&ev),
+            Verdict::DeviceReturned,
+            "present with another ifindex: back before its remove was handled"
+        );
+        ev.priors = vec![present(2, false)];
+        assert_eq!(
+            verdict(&ev),
+            Verdict::NewDevice,
+            "the same MAC on another device is not this NIC coming back"
+        );
         ev.priors.clear();
         ev.netdev = None;
         assert_eq!(verdict(&ev), Verdict::StaleEvent);

@@ -48,7 +48,8 @@ pub struct Event {
     /// `ID_NET_DRIVER`, the driver name ethtool reports (e.g. `ena`, `vif`).
     pub driver: Option<String>,
     pub seqnum: Option<u64>,
-    /// `INTERFACE_OLD` on a move (rename).
+    /// The old name on a move: `INTERFACE_OLD`, or the last component of
+    /// `DEVPATH_OLD` (what the kernel sends).
     pub iface_old: Option<String>,
     /// True when the udev environment supplied the event (`ACTION` was set).
     pub from_udev: bool,
@@ -139,7 +140,18 @@ pub fn parse(
         return Err(invalid(format!("DEVPATH {d} does not end in /net/{iface}")));
     }
 
-    let iface_old = var("INTERFACE_OLD")?;
+    // udev sets INTERFACE_OLD only on the add it renamed; the kernel's own
+    // `move` (a rename, or a NIC returning from a netns) carries DEVPATH_OLD.
+    let iface_old = match var("INTERFACE_OLD")? {
+        Some(old) => Some(old),
+        None => match var("DEVPATH_OLD")? {
+            Some(d) => {
+                validate_devpath(&d)?;
+                Some(iface_of(&d).to_string())
+            }
+            None => None,
+        },
+    };
     if let Some(old) = &iface_old {
         validate_iface(old)?;
     }
@@ -169,7 +181,7 @@ pub fn parse(
         None => infer_action(&iface)?,
     };
     if action == Action::Move && iface_old.is_none() && from_udev {
-        return Err(invalid("move event without INTERFACE_OLD"));
+        return Err(invalid("move event without DEVPATH_OLD or INTERFACE_OLD"));
     }
 
     Ok(Parsed::Event(Event {
@@ -259,6 +271,27 @@ pub fn parent_of(devpath: &str) -> &str {
     without_iface
         .rsplit_once('/')
         .map_or(without_iface, |(a, _)| a)
+}
+
+/// The physical device a net device belongs to: its parent, except that a
+/// virtio NIC's parent (`virtioN`) is a child of the transport device (the
+/// PCI function), which is what a hot-unplug removes. For a virtual device,
+/// the devpath itself (they all share `/devices/virtual/net`).
+pub fn device_of(devpath: &str) -> &str {
+    if is_virtual(devpath) {
+        return devpath;
+    }
+    let parent = parent_of(devpath);
+    match parent.rsplit_once('/') {
+        Some((up, last)) if is_virtio_device(last) => up,
+        _ => parent,
+    }
+}
+
+/// `virtio0`, `virtio12`: a device on the virtio bus.
+pub fn is_virtio_device(name: &str) -> bool {
+    name.strip_prefix("virtio")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// True for devices the kernel parents under `/devices/virtual/` (veth,
@@ -430,5 +463,73 @@ mod tests {
     fn interface_comes_from_devpath_when_missing() {
         let e = event(&[("ACTION", "remove"), ("DEVPATH", "/devices/vif-0/net/eth0")]);
         assert_eq!(e.iface, "eth0");
+    }
+
+    #[test]
+    fn a_kernel_move_names_the_old_interface_in_devpath_old() {
+        // What the kernel sends for `ip link set ens3 name lan0` (no INTERFACE_OLD).
+        let e = event(&[
+            ("ACTION", "move"),
+            ("SUBSYSTEM", "net"),
+            ("INTERFACE", "lan0"),
+            (
+                "DEVPATH",
+                "/devices/pci0000:00/0000:00:03.0/virtio0/net/lan0",
+            ),
+            (
+                "DEVPATH_OLD",
+                "/devices/pci0000:00/0000:00:03.0/virtio0/net/ens3",
+            ),
+        ]);
+        assert_eq!(e.action, Action::Move);
+        assert_eq!(e.iface_old.as_deref(), Some("ens3"));
+        // A NIC back from a netns: a move with its own name.
+        let e = event(&[
+            ("ACTION", "move"),
+            ("INTERFACE", "ens3"),
+            (
+                "DEVPATH_OLD",
+                "/devices/pci0000:00/0000:00:03.0/virtio0/net/ens3",
+            ),
+        ]);
+        assert_eq!(e.iface_old.as_deref(), Some("ens3"));
+        let err = run(
+            &[
+                ("ACTION", "move"),
+                ("INTERFACE", "ens3"),
+                ("DEVPATH_OLD", "/devices/../net/x"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+    }
+
+    #[test]
+    fn the_device_of_a_virtio_nic_is_its_transport() {
+        let cases = [
+            (
+                "/devices/pci0000:00/0000:00:03.0/virtio0/net/ens3",
+                "/devices/pci0000:00/0000:00:03.0",
+            ),
+            (
+                "/devices/pci0000:00/0000:00:1c.0/0000:01:00.0/virtio12/net/enp1s0",
+                "/devices/pci0000:00/0000:00:1c.0/0000:01:00.0",
+            ),
+            (
+                "/devices/pci0000:00/0000:00:05.0/net/ens5",
+                "/devices/pci0000:00/0000:00:05.0",
+            ),
+            ("/devices/vif-0/net/eth0", "/devices/vif-0"),
+            ("/devices/virtual/net/veth0", "/devices/virtual/net/veth0"),
+            // Not a virtio bus device name.
+            (
+                "/devices/platform/virtiofoo/net/eth0",
+                "/devices/platform/virtiofoo",
+            ),
+        ];
+        for (devpath, want) in cases {
+            assert_eq!(device_of(devpath), want, "{devpath}");
+        }
     }
 }

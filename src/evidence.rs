@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use crate::decision::{Decision, Outcome, Policy, Verdict, decide};
 use crate::error::invalid;
-use crate::event::{Action, Event, is_virtual, parent_of};
+use crate::event::{Action, Event, device_of, is_virtual, parent_of};
 use crate::imds::{Presence, RequestLog};
 use crate::module::{ModuleState, module_for_driver};
-use crate::state::{Record, State, now_ms};
+use crate::state::{Record, State};
 use crate::sysfs::{Netdev, Slot, Sysfs};
 
 /// One observation and where it came from.
@@ -38,15 +38,18 @@ pub struct Prior {
     pub name: String,
     pub mac: Option<String>,
     pub ifindex: Option<u32>,
-    /// How it matched, for the reasons: `MAC 02:..` or `parent /devices/..`.
+    /// How it matched, for the reasons: `MAC 02:..` or `device /devices/..`.
     pub matched_by: String,
+    /// Recorded on the event's physical device (not only the same MAC).
+    pub same_device: bool,
     pub departed: Option<PriorDeparture>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PriorDeparture {
     pub verdict: Verdict,
-    pub age_ms: u64,
+    /// `None`: stamped in the future (by a clock we cannot compare with).
+    pub age_ms: Option<u64>,
 }
 
 /// How the settle window went, when one was needed.
@@ -93,6 +96,8 @@ pub struct Evidence {
     pub old_name: Option<String>,
     pub devpath: Option<String>,
     pub parent: Option<String>,
+    /// The physical device: the parent, or a virtio NIC's PCI function.
+    pub device: Option<String>,
     pub virtual_dev: bool,
     pub event_ifindex: Option<u32>,
     /// Our record of this interface (by name), if any.
@@ -100,6 +105,16 @@ pub struct Evidence {
     pub driver: Option<String>,
     pub parent_present: bool,
     pub parent_driver: Option<String>,
+    /// The parent still has a `net` directory: the kernel removes it with
+    /// the parent's last net device, so it stays only while a net device of
+    /// this parent lives in another network namespace.
+    pub parent_net_dir: bool,
+    /// The physical device, when it differs from the parent (virtio).
+    pub device_present: bool,
+    pub device_driver: Option<String>,
+    /// A virtio NIC's transport module (`virtio_pci`), when the virtio
+    /// device itself is gone.
+    pub transport: Option<ModuleEvidence>,
     /// An earlier poll in this invocation saw the parent unbound.
     pub seen_unbound: bool,
     /// remove: the net devices the parent has now.
@@ -187,14 +202,17 @@ pub struct Gatherer<'a> {
 
 impl<'a> Gatherer<'a> {
     pub fn new(sysfs: &'a Sysfs, state: &'a State, event: &'a Event) -> Result<Self> {
-        let record = state.record(&event.iface);
         let devpath = match &event.devpath {
             Some(d) => Some(d.clone()),
-            None => match sysfs.class_net_devpath(&event.iface)? {
-                Some(d) => Some(d),
-                None => record.as_ref().map(|r| r.devpath.clone()),
-            },
+            None => sysfs.class_net_devpath(&event.iface)?,
         };
+        // A rename's record is still under the old name.
+        let name = match event.action {
+            Action::Move => event.iface_old.as_deref().unwrap_or(&event.iface),
+            _ => &event.iface,
+        };
+        let record = state.record_for(name, devpath.as_deref());
+        let devpath = devpath.or_else(|| record.as_ref().map(|r| r.devpath.clone()));
         if event.action == Action::Remove && devpath.is_none() {
             return Err(invalid(format!(
                 "no DEVPATH for {}: it is not in sysfs and has no record; pass --devpath",
@@ -220,6 +238,7 @@ impl<'a> Gatherer<'a> {
             old_name: e.iface_old.clone(),
             devpath: self.devpath.clone(),
             parent: self.devpath.as_deref().map(|d| parent_of(d).to_string()),
+            device: self.devpath.as_deref().map(|d| device_of(d).to_string()),
             virtual_dev: self.devpath.as_deref().is_some_and(is_virtual),
             event_ifindex: e.ifindex,
             record: self.record.clone(),
@@ -243,16 +262,18 @@ impl<'a> Gatherer<'a> {
                     r.driver.as_deref().unwrap_or("?"),
                     r.departed
                         .as_ref()
-                        .map(|d| format!(", departed ({})", d.verdict))
+                        .map(|d| format!(", departed ({})", d.verdict.as_str()))
                         .unwrap_or_default()
                 ),
-                self.state.record_path(&r.name).display().to_string(),
+                self.state.record_path(&r.key()).display().to_string(),
             );
         }
         if e.action == Action::Move {
             return Ok(ev);
         }
-        let (Some(devpath), Some(parent)) = (ev.devpath.clone(), ev.parent.clone()) else {
+        let (Some(devpath), Some(parent), Some(device)) =
+            (ev.devpath.clone(), ev.parent.clone(), ev.device.clone())
+        else {
             return Ok(ev);
         };
         ev.fact("virtual", yes_no(ev.virtual_dev), "devpath");
@@ -285,6 +306,15 @@ impl<'a> Gatherer<'a> {
             yes_no(ev.parent_present),
             sysfs.show(&parent),
         );
+        ev.device_present = ev.parent_present;
+        if device != parent {
+            ev.device_present = sysfs.exists(&device);
+            ev.fact(
+                "device.present",
+                yes_no(ev.device_present),
+                sysfs.show(&device),
+            );
+        }
         ev.parent_driver = sysfs.bound_driver(&parent);
         ev.fact(
             "parent.driver",
@@ -328,10 +358,13 @@ impl<'a> Gatherer<'a> {
                     None => ev.fact("netdev.present", "no", sysfs.show(&devpath)),
                 }
                 ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;
+                if device != parent {
+                    ev.transport = self.transport(&device, &mut ev.facts)?;
+                }
                 self.add_priors(&mut ev);
             }
             Action::Remove => {
-                ev.netdevs = sysfs.netdevs_under(&parent)?;
+                ev.netdevs = sysfs.netdevs_of_device(&device)?;
                 let names: Vec<String> = ev
                     .netdevs
                     .iter()
@@ -344,11 +377,37 @@ impl<'a> Gatherer<'a> {
                     } else {
                         names.join(", ")
                     },
-                    sysfs.show(&format!("{parent}/net")),
+                    sysfs.show(&format!("{device}/net")),
                 );
-                if ev.parent_present && ev.parent_driver.is_none() {
+                let unbound = if ev.parent_present {
+                    if ev.parent_driver.is_some() {
+                        ev.parent_net_dir = sysfs.exists(&format!("{parent}/net"));
+                        ev.fact(
+                            "parent.net_dir",
+                            yes_no(ev.parent_net_dir),
+                            sysfs.show(&format!("{parent}/net")),
+                        );
+                    }
                     ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;
-                    ev.slot = sysfs.pci_slot(&parent)?;
+                    ev.parent_driver.is_none()
+                } else if ev.device_present {
+                    // The virtio device went, its PCI function stayed: the
+                    // transport driver was unbound or unloaded.
+                    ev.device_driver = sysfs.bound_driver(&device);
+                    ev.fact(
+                        "device.driver",
+                        ev.device_driver
+                            .clone()
+                            .unwrap_or_else(|| "(unbound)".into()),
+                        sysfs.show(&format!("{device}/driver")),
+                    );
+                    ev.transport = self.transport(&device, &mut ev.facts)?;
+                    ev.device_driver.is_none()
+                } else {
+                    false
+                };
+                if unbound {
+                    ev.slot = sysfs.pci_slot(&device)?;
                     if let Some(s) = &ev.slot {
                         ev.fact(
                             "pci_slot.power",
@@ -356,8 +415,6 @@ impl<'a> Gatherer<'a> {
                             sysfs.show(&format!("/bus/pci/slots/{}/power", s.name)),
                         );
                     }
-                } else if ev.parent_driver.is_some() {
-                    ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;
                 }
             }
             Action::Move => {}
@@ -426,25 +483,56 @@ impl<'a> Gatherer<'a> {
         }))
     }
 
-    /// Records that share the new device's MAC or (for real devices) parent.
+    /// The module of a virtio NIC's transport (the PCI function's driver):
+    /// from our record, the bound driver's `module` link, or, once unbound,
+    /// `virtio_pci` for a PCI function.
+    fn transport(&self, device: &str, facts: &mut Vec<Fact>) -> Result<Option<ModuleEvidence>> {
+        let sysfs = self.sysfs;
+        let recorded = self.record.as_ref().filter(|r| r.transport.is_some());
+        let name = recorded
+            .and_then(|r| r.transport.clone())
+            .or_else(|| sysfs.driver_module(device))
+            .or_else(|| {
+                (sysfs.link_name(&format!("{device}/subsystem")).as_deref() == Some("pci"))
+                    .then(|| "virtio_pci".to_string())
+            });
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let state = sysfs.module_state(&name)?;
+        facts.push(Fact {
+            name: format!("transport.{name}"),
+            value: state.as_str().to_string(),
+            source: sysfs.show(&format!("/module/{name}/initstate")),
+        });
+        Ok(Some(ModuleEvidence {
+            name,
+            state,
+            recorded_builtin: recorded.is_some_and(|r| r.transport_builtin),
+        }))
+    }
+
+    /// Records of the new NIC's MAC (on any device), and MAC-less records
+    /// of its device: a device-only match is allowed only when the record
+    /// has no MAC, since a different MAC is never the same NIC.
     fn add_priors(&self, ev: &mut Evidence) {
-        let now = now_ms();
+        let now = crate::clock::boot_ms();
         let mac = ev.netdev.as_ref().and_then(|n| n.mac.clone());
-        for r in self.state.records() {
-            let by_mac = match (&mac, &r.mac) {
-                (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => Some(format!("MAC {a}")),
-                _ => None,
+        let Some(device) = ev.device.clone() else {
+            return;
+        };
+        for r in self.state.records_for_mac(mac.as_deref(), &device) {
+            let same_device = r.device() == device;
+            let matched_by = match (&mac, &r.mac) {
+                (Some(a), Some(_)) if r.has_mac(a) => format!("MAC {a}"),
+                (_, None) if same_device => format!("device {device}"),
+                _ => continue,
             };
-            let by_parent = (!ev.virtual_dev && ev.parent.as_deref() == Some(r.parent()))
-                .then(|| format!("parent {}", r.parent()));
-            let Some(matched_by) = by_mac.or(by_parent) else {
-                continue;
-            };
-            let departed = r.departed.as_ref().and_then(|d| {
-                Some(PriorDeparture {
-                    verdict: Verdict::parse(&d.verdict)?,
-                    age_ms: now.saturating_sub(d.at_ms),
-                })
+            // A departure stamped in the future (another boot's clock) is
+            // too old to count.
+            let departed = r.departed.as_ref().map(|d| PriorDeparture {
+                verdict: d.verdict,
+                age_ms: crate::clock::age_ms(d.boot_ms, now),
             });
             ev.facts.push(Fact {
                 name: format!("prior.{}", r.name),
@@ -452,16 +540,23 @@ impl<'a> Gatherer<'a> {
                     "{matched_by}{}",
                     departed
                         .as_ref()
-                        .map(|d| format!(", left {} ms ago ({})", d.age_ms, d.verdict.as_str()))
-                        .unwrap_or_default()
+                        .map(|d| match d.age_ms {
+                            Some(age) => format!(", left {age} ms ago ({})", d.verdict.as_str()),
+                            None => format!(", left at a future time ({})", d.verdict.as_str()),
+                        })
+                        .unwrap_or_else(|| format!(
+                            ", present with ifindex {}",
+                            r.ifindex.map_or("?".into(), |i| i.to_string())
+                        ))
                 ),
-                source: self.state.record_path(&r.name).display().to_string(),
+                source: self.state.record_path(&r.key()).display().to_string(),
             });
             ev.priors.push(Prior {
                 name: r.name.clone(),
                 mac: r.mac.clone(),
                 ifindex: r.ifindex,
                 matched_by,
+                same_device,
                 departed,
             });
         }
@@ -507,7 +602,13 @@ pub fn classify(
         match decide(&ev, policy) {
             Outcome::Decided(d) => return Ok((ev, d)),
             Outcome::Unsettled(why) => {
-                seen_unbound = true;
+                // Only a look that saw the driver unbound makes a later bound
+                // one a re-bind (a probe under way was bound all along).
+                seen_unbound |= if ev.parent_present {
+                    ev.parent_driver.is_none()
+                } else {
+                    ev.device_driver.is_none()
+                };
                 let elapsed = start.elapsed();
                 if elapsed >= settle.window {
                     ev.settle = Some(Settle {

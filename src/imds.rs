@@ -18,9 +18,10 @@ use anyhow::{Result, anyhow, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 
+use crate::clock::{age_ms, boot_ms};
 use crate::error::invalid;
 use crate::metrics::ImdsCounters;
-use crate::state::{State, now_ms, write_atomic};
+use crate::state::{State, write_atomic};
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 pub const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
@@ -339,17 +340,17 @@ impl Client {
         }
     }
 
-    /// A token still good for a while, from the cache file.
+    /// A token still good for a while, from the cache file. Stamps are
+    /// boot-clock milliseconds ([`boot_ms`]); a file without them (an older
+    /// release's) or fetched "in the future" counts as expired.
     fn cached_token(&self) -> Option<String> {
         let text = fs::read_to_string(self.token_file()?).ok()?;
         let v: Value = serde_json::from_str(&text).ok()?;
         if v.get("endpoint")?.as_str()? != self.settings.endpoint {
             return None;
         }
-        let expires = v.get("expires_ms")?.as_u64()?;
-        // Renew shortly before expiry: a quarter of the TTL, at most a minute.
-        let margin = (self.settings.token_ttl_secs * 1000 / 4).min(60_000);
-        if expires.saturating_sub(margin) <= now_ms() {
+        let fetched = v.get("fetched_boot_ms")?.as_u64()?;
+        if !token_fresh(fetched, v.get("ttl_secs")?.as_u64()?, boot_ms()) {
             return None;
         }
         validate_token(v.get("token")?.as_str()?).ok()
@@ -377,6 +378,7 @@ impl Client {
         }
         let what = format!("PUT {}", self.url(TOKEN_PATH));
         self.counters.token_fetches += 1;
+        let asked_boot_ms = boot_ms();
         let fetched = self.with_retries(&what, |c| {
             let (status, body) = c.request(true, TOKEN_PATH, None)?;
             match status {
@@ -387,8 +389,14 @@ impl Client {
         match fetched {
             Ok(t) => {
                 if let Some(p) = self.token_file() {
-                    let expires = now_ms() + self.settings.token_ttl_secs * 1000;
-                    let doc = json!({"endpoint": self.settings.endpoint, "token": t, "expires_ms": expires});
+                    // Stamped when the PUT was sent: IMDS counts the TTL from
+                    // about then, never from later.
+                    let doc = json!({
+                        "endpoint": self.settings.endpoint,
+                        "token": t,
+                        "fetched_boot_ms": asked_boot_ms,
+                        "ttl_secs": self.settings.token_ttl_secs,
+                    });
                     if let Err(e) = write_atomic(&p, doc.to_string().as_bytes(), 0o600) {
                         crate::log::warn(&format!("not caching the IMDS token: {e:#}"));
                     }
@@ -449,7 +457,8 @@ impl Client {
         if v.get("endpoint")?.as_str()? != self.settings.endpoint {
             return None;
         }
-        let age = now_ms().saturating_sub(v.get("fetched_ms")?.as_u64()?);
+        // Boot-clock stamp: a file without one, or from "the future", is stale.
+        let age = age_ms(v.get("fetched_boot_ms")?.as_u64()?, boot_ms())?;
         if age > self.settings.listing_ttl.as_millis() as u64 {
             return None;
         }
@@ -472,6 +481,7 @@ impl Client {
             self.cached("GET", MACS_PATH, "macs");
             return Ok(m);
         }
+        let asked_boot_ms = boot_ms();
         let macs = match self.get(MACS_PATH)? {
             Fetched::Found(body) => {
                 parse_mac_listing(&body).map_err(|e| anyhow!("GET {}: {e}", self.url(MACS_PATH)))?
@@ -479,8 +489,11 @@ impl Client {
             Fetched::Absent => Vec::new(),
         };
         if let Some(p) = self.macs_file() {
-            let doc =
-                json!({"endpoint": self.settings.endpoint, "fetched_ms": now_ms(), "macs": macs});
+            let doc = json!({
+                "endpoint": self.settings.endpoint,
+                "fetched_boot_ms": asked_boot_ms,
+                "macs": macs,
+            });
             let _ = write_atomic(&p, doc.to_string().as_bytes(), 0o644);
         }
         Ok(macs)
@@ -551,6 +564,16 @@ impl Client {
             crate::log::warn(&format!("failed to save IMDS counters: {e:#}"));
         }
     }
+}
+
+/// Whether a token fetched at `fetched` (boot-clock ms) with a TTL of
+/// `ttl_secs` is still worth using at `now`: it is renewed shortly before it
+/// expires (a quarter of the TTL before, at most a minute), and one stamped
+/// in the future is never trusted.
+fn token_fresh(fetched: u64, ttl_secs: u64, now: u64) -> bool {
+    let ttl_ms = ttl_secs.saturating_mul(1000);
+    let margin = (ttl_ms / 4).min(60_000);
+    age_ms(fetched, now).is_some_and(|age| age.saturating_add(margin) < ttl_ms)
 }
 
 /// The kind of path, for counters.
@@ -743,6 +766,20 @@ mod tests {
         ] {
             assert!(metadata_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn token_freshness_uses_the_boot_clock() {
+        // 6 h TTL: renewed a minute before it runs out.
+        assert!(token_fresh(1_000, 21_600, 1_000));
+        assert!(token_fresh(1_000, 21_600, 1_000 + 21_539_999));
+        assert!(!token_fresh(1_000, 21_600, 1_000 + 21_540_000));
+        // 4 s TTL: a quarter of it.
+        assert!(token_fresh(0, 4, 2_999));
+        assert!(!token_fresh(0, 4, 3_000));
+        // Fetched "in the future" (another boot, a forged file): expired.
+        assert!(!token_fresh(5_001, 21_600, 5_000));
+        assert!(!token_fresh(u64::MAX, u64::MAX, 0));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod actions;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod error;
@@ -18,4 +19,5 @@ pub mod metrics;
 pub mod module;
 pub mod state;
 pub mod sysfs;
+pub mod verdict;
 pub mod worker;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub reconfigurations: BTreeMap<String, u64>,
     /// Worker outcomes by IMDS result (`agreed`, `no-action`, `gave-up`).
     pub worker_runs: BTreeMap<String, u64>,
+    /// Jobs whose worker died, found past their deadline: reported, not run.
+    pub stranded_jobs: u64,
+    /// Jobs whose worker died, run by a later worker within their deadline.
+    pub resumed_jobs: u64,
     /// Per-bucket (not cumulative) counts of `handle` durations, plus +Inf.
     pub decision_buckets: Vec<u64>,
     pub decision_seconds_sum: f64,
@@ -149,6 +153,8 @@ impl Metrics {
             "events": self.events,
             "reconfigurations": self.reconfigurations,
             "worker_runs": self.worker_runs,
+            "stranded_jobs": self.stranded_jobs,
+            "resumed_jobs": self.resumed_jobs,
             "decision_buckets": self.decision_buckets,
             "decision_seconds_sum": self.decision_seconds_sum,
             "decision_count": self.decision_count,
@@ -171,6 +177,8 @@ impl Metrics {
             events: map_json(&v, "events"),
             reconfigurations: map_json(&v, "reconfigurations"),
             worker_runs: map_json(&v, "worker_runs"),
+            stranded_jobs: v.get("stranded_jobs").and_then(Value::as_u64).unwrap_or(0),
+            resumed_jobs: v.get("resumed_jobs").and_then(Value::as_u64).unwrap_or(0),
             decision_buckets: buckets,
             decision_seconds_sum: v
                 .get("decision_seconds_sum")
@@ -224,6 +232,18 @@ impl Metrics {
                 "result",
                 None,
             ),
+        );
+        section(
+            "hotplug_hook_stranded_jobs_total",
+            "counter",
+            "Jobs left behind by a worker that died, found past their deadline: reported, not run.",
+            format!("hotplug_hook_stranded_jobs_total {}\n", self.stranded_jobs),
+        );
+        section(
+            "hotplug_hook_resumed_jobs_total",
+            "counter",
+            "Jobs left behind by a worker that died, run by a later worker within their deadline.",
+            format!("hotplug_hook_resumed_jobs_total {}\n", self.resumed_jobs),
         );
         let mut hist = String::new();
         let mut cumulative = 0;
@@ -374,6 +394,8 @@ mod tests {
         m.event("remove", "driver-unload", 0.0021);
         m.event("add", "new-device", 3.0);
         m.reconfiguration("command", "dispatched");
+        m.stranded_jobs = 2;
+        m.resumed_jobs = 1;
         let back = Metrics::from_json(&m.to_json().to_string());
         assert_eq!(back, m);
         let mut c = a.clone();
@@ -392,6 +414,7 @@ mod tests {
         m.event("remove", "driver-unload", 0.0004);
         m.event("add", "new-device", 3.0);
         m.imds.request("macs", Some(429), 12.0);
+        m.stranded_jobs = 3;
         let text = m.to_prometheus();
         for want in [
             "# TYPE hotplug_hook_events_total counter\n",
@@ -403,6 +426,9 @@ mod tests {
             "hotplug_hook_decision_duration_seconds_count 3\n",
             "hotplug_hook_imds_requests_total{kind=\"macs\",status=\"429\"} 1\n",
             "hotplug_hook_imds_request_duration_seconds_sum 0.012\n",
+            "# TYPE hotplug_hook_stranded_jobs_total counter\n",
+            "hotplug_hook_stranded_jobs_total 3\n",
+            "hotplug_hook_resumed_jobs_total 0\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -1,8 +1,9 @@
 //! What hotplug-hook remembers between invocations, under the state dir
 //! (default `/run/hotplug-hook`, so it starts empty at boot):
 //!
-//! - `ifaces/<name>.json`: one record per interface seen at `add` or `scan`,
-//!   because at `remove` time `/sys/class/net/<name>` and its MAC are gone.
+//! - `ifaces/<mac>-<device>.json`: one record per NIC seen at `add` or
+//!   `scan` (or leaving), because at `remove` time `/sys/class/net/<name>`
+//!   and its MAC are gone. See [`record_key`].
 //! - `journal.jsonl` (+ `journal.jsonl.1`): one JSON line per handled event.
 //! - `jobs/<id>.json`: work handed to the out-of-udev worker.
 //! - `lock`: an flock serialising record updates and journal appends, since
@@ -11,17 +12,30 @@
 //! Every file is replaced atomically (temp file + rename) or appended under
 //! the lock, so a killed writer never leaves a torn file.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 
-/// What we know about one interface.
+use crate::error::{StateBusy, StateRefused};
+use crate::event::Action;
+use crate::verdict::Verdict;
+
+/// The version of the record format this build reads and writes. A record
+/// of another version (left in /run by another build) is skipped.
+pub const RECORD_FORMAT: u64 = 2;
+
+/// What we know about one NIC. A record is keyed by the NIC's MAC and its
+/// physical device ([`crate::event::device_of`]): a different MAC is never
+/// the same NIC, but one MAC can belong to two NICs at once (Azure's
+/// synthetic NIC and its VF share it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub name: String,
@@ -30,52 +44,77 @@ pub struct Record {
     pub module: Option<String>,
     /// The module had no `initstate` (built in), so it cannot be unloaded.
     pub builtin: bool,
+    /// A virtio NIC's transport module (`virtio_pci`): unloading or
+    /// unbinding it removes the virtio device under a PCI function that stays.
+    pub transport: Option<String>,
+    pub transport_builtin: bool,
     pub devpath: String,
     pub ifindex: Option<u32>,
+    /// Wall-clock time it was last seen present, for people.
     pub seen_ms: u64,
     pub departed: Option<Departure>,
 }
 
-/// The interface went away with a transient verdict (it may come back).
+/// The NIC went away with a transient verdict (it may come back).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Departure {
-    pub verdict: String,
-    pub at_ms: u64,
+    pub verdict: Verdict,
+    /// [`crate::clock::boot_ms`] when it left: a clock that does not step.
+    pub boot_ms: u64,
 }
 
 impl Record {
     pub fn to_json(&self) -> Value {
         json!({
+            "format": RECORD_FORMAT,
             "name": self.name,
             "mac": self.mac,
             "driver": self.driver,
             "module": self.module,
             "builtin": self.builtin,
+            "transport": self.transport,
+            "transport_builtin": self.transport_builtin,
             "devpath": self.devpath,
             "ifindex": self.ifindex,
             "seen_ms": self.seen_ms,
-            "departed": self.departed.as_ref().map(|d| json!({"verdict": d.verdict, "at_ms": d.at_ms})),
+            "departed": self.departed.as_ref().map(|d| json!({"verdict": d.verdict.as_str(), "boot_ms": d.boot_ms})),
         })
     }
 
-    /// Parses a record file; `None` for anything malformed.
+    /// Parses a record file; `None` for anything malformed or of another
+    /// format version.
     pub fn from_json(text: &str) -> Option<Record> {
         let v: Value = serde_json::from_str(text).ok()?;
+        if v.get("format")?.as_u64()? != RECORD_FORMAT {
+            return None;
+        }
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let departed = match v.get("departed") {
             Some(Value::Object(d)) => Some(Departure {
-                verdict: d.get("verdict")?.as_str()?.to_string(),
-                at_ms: d.get("at_ms")?.as_u64()?,
+                verdict: Verdict::parse(d.get("verdict")?.as_str()?)?,
+                boot_ms: d.get("boot_ms")?.as_u64()?,
             }),
-            _ => None,
+            Some(Value::Null) | None => None,
+            Some(_) => return None,
         };
+        let devpath = s("devpath")?;
+        crate::event::validate_devpath(&devpath).ok()?;
+        let mac = s("mac");
+        if mac.as_deref().is_some_and(|m| !valid_mac(m)) {
+            return None;
+        }
         Some(Record {
             name: s("name")?,
-            mac: s("mac"),
+            mac,
             driver: s("driver"),
             module: s("module"),
             builtin: v.get("builtin").and_then(Value::as_bool).unwrap_or(false),
-            devpath: s("devpath")?,
+            transport: s("transport"),
+            transport_builtin: v
+                .get("transport_builtin")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            devpath,
             ifindex: v
                 .get("ifindex")
                 .and_then(Value::as_u64)
@@ -89,12 +128,79 @@ impl Record {
     pub fn parent(&self) -> &str {
         crate::event::parent_of(&self.devpath)
     }
+
+    /// The physical device (the PCI function of a virtio NIC).
+    pub fn device(&self) -> &str {
+        crate::event::device_of(&self.devpath)
+    }
+
+    pub fn key(&self) -> String {
+        record_key(self.mac.as_deref(), self.device())
+    }
+
+    /// Same MAC (case-insensitive).
+    pub fn has_mac(&self, mac: &str) -> bool {
+        self.mac
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+    }
+}
+
+/// A link-layer address as sysfs prints it: hex pairs separated by colons,
+/// at most 32 bytes.
+pub fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    (1..=32).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A record's file name (without `.json`): `<mac hex>-<device hash>`, or
+/// `nomac-<device hash>` for a NIC that left before we learnt its MAC. Finding
+/// the records of a MAC or a device reads the directory, not every record.
+pub fn record_key(mac: Option<&str>, device: &str) -> String {
+    let mac = match mac {
+        Some(m) if valid_mac(m) => m.replace(':', "").to_ascii_lowercase(),
+        _ => "nomac".to_string(),
+    };
+    format!("{mac}-{:016x}", fnv1a(device.as_bytes()))
+}
+
+/// FNV-1a, 64 bit: a stable, dependency-free name for a device path.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What an event (or the worker) concluded, with the facts a record needs.
+/// [`State::apply`] is the one place records change.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub action: Action,
+    pub verdict: Verdict,
+    pub iface: String,
+    /// The old name of a rename.
+    pub old_iface: Option<String>,
+    pub devpath: Option<String>,
+    /// The ifindex the event was about (for a remove: the one that left).
+    pub ifindex: Option<u32>,
+    /// The NIC as it is now, for an add or a scan.
+    pub present: Option<Record>,
+    /// The record the event matched, if any.
+    pub prior: Option<Record>,
+    pub driver: Option<String>,
+    pub module: Option<String>,
 }
 
 /// The state directory.
 #[derive(Clone, Debug)]
 pub struct State {
     dir: PathBuf,
+    /// The record keys, listed once per process (one `readdir`, however many
+    /// records) and kept current with this process's own writes.
+    keys: RefCell<Option<Vec<String>>>,
 }
 
 /// Held while updating records or the journal.
@@ -102,7 +208,10 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 impl State {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        State { dir: dir.into() }
+        State {
+            dir: dir.into(),
+            keys: RefCell::new(None),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -113,9 +222,9 @@ impl State {
         self.dir.join("ifaces")
     }
 
-    /// Where the record of interface `name` lives.
-    pub fn record_path(&self, name: &str) -> PathBuf {
-        self.ifaces_dir().join(format!("{name}.json"))
+    /// Where the record with this key ([`record_key`]) lives.
+    pub fn record_path(&self, key: &str) -> PathBuf {
+        self.ifaces_dir().join(format!("{key}.json"))
     }
 
     pub fn journal_path(&self) -> PathBuf {
@@ -126,76 +235,248 @@ impl State {
         self.dir.join("jobs")
     }
 
-    /// Creates the state directory and its subdirectories if missing.
+    /// Creates the state directory and its subdirectories if missing (0700),
+    /// and refuses ([`StateRefused`]) any of them that another user owns or
+    /// can write, or that is not a directory: what root reads from there
+    /// steers what it does. Nothing is created below a refused directory.
     pub fn ensure(&self) -> Result<()> {
-        for d in [self.ifaces_dir(), self.jobs_dir()] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&d)
-                .with_context(|| format!("failed to create {}", d.display()))?;
+        for (d, recursive) in [
+            (self.dir.clone(), true),
+            (self.ifaces_dir(), false),
+            (self.jobs_dir(), false),
+        ] {
+            if fs::symlink_metadata(&d).is_err() {
+                fs::DirBuilder::new()
+                    .recursive(recursive)
+                    .mode(DIR_MODE)
+                    .create(&d)
+                    .with_context(|| format!("failed to create {}", d.display()))?;
+            }
+            check_dir(&d)?;
         }
         Ok(())
     }
 
-    /// Takes the state lock (blocking; holders only do a few small writes).
+    /// Takes the state lock, waiting at most [`LOCK_WAIT`]: holders only do
+    /// a few small writes, so a longer wait means someone holds it on
+    /// purpose, and udev must not be blocked by that ([`StateBusy`]).
     pub fn lock(&self) -> Result<Lock> {
+        self.lock_within(LOCK_WAIT)
+    }
+
+    pub fn lock_within(&self, wait: Duration) -> Result<Lock> {
         let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .open(&path)
-            .with_context(|| format!("failed to open {}", path.display()))?;
-        let flock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("failed to lock {}", path.display()))?;
-        Ok(Lock(flock))
+        let mut file = open_nofollow(&path, true)?;
+        let start = Instant::now();
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(flock) => return Ok(Lock(flock)),
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(anyhow::Error::new(StateBusy(format!(
+                        "{} is held by another process: gave up after {} ms",
+                        path.display(),
+                        wait.as_millis()
+                    ))));
+                }
+                Err((_, e)) => {
+                    return Err(e).with_context(|| format!("failed to lock {}", path.display()));
+                }
+            }
+        }
     }
 
     /// Reads one record; a missing or malformed file reads as `None`
-    /// (malformed ones are reported through `on_corrupt`).
-    pub fn record(&self, name: &str) -> Option<Record> {
-        let text = fs::read_to_string(self.record_path(name)).ok()?;
-        let rec = Record::from_json(&text);
+    /// (malformed ones are logged).
+    fn read_record(&self, key: &str) -> Option<Record> {
+        let path = self.record_path(key);
+        let text = read_state_file(&path, STATE_FILE_MAX)?;
+        let rec = Record::from_json(&text).filter(|r| r.key() == key);
         if rec.is_none() {
-            crate::log::warn(&format!(
-                "ignoring malformed record {}",
-                self.record_path(name).display()
-            ));
+            crate::log::warn(&format!("ignoring malformed record {}", path.display()));
         }
         rec
     }
 
-    /// All readable records.
+    /// The record keys whose file names pass `keep`, without reading them.
+    fn keys(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut cache = self.keys.borrow_mut();
+        let all = cache.get_or_insert_with(|| {
+            let Ok(entries) = fs::read_dir(self.ifaces_dir()) else {
+                return Vec::new();
+            };
+            let mut keys: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let key = name.to_str()?.strip_suffix(".json")?;
+                    (!key.starts_with('.')).then(|| key.to_string())
+                })
+                .collect();
+            keys.sort();
+            keys
+        });
+        all.iter().filter(|k| keep(k)).cloned().collect()
+    }
+
+    /// Keeps the key listing current after this process wrote or removed one.
+    fn note_key(&self, key: &str, present: bool) {
+        if let Some(keys) = self.keys.borrow_mut().as_mut() {
+            match (keys.binary_search_by(|k| k.as_str().cmp(key)), present) {
+                (Err(i), true) => keys.insert(i, key.to_string()),
+                (Ok(i), false) => {
+                    keys.remove(i);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn read_all(&self, keys: Vec<String>) -> Vec<Record> {
+        keys.iter().filter_map(|k| self.read_record(k)).collect()
+    }
+
+    /// All readable records, by name.
     pub fn records(&self) -> Vec<Record> {
-        let Ok(entries) = fs::read_dir(self.ifaces_dir()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Record> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let iface = name.strip_suffix(".json")?;
-                self.record(iface)
-            })
-            .collect();
+        let mut out = self.read_all(self.keys(|_| true));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
-    pub fn save_record(&self, rec: &Record) -> Result<()> {
-        let text = serde_json::to_string(&rec.to_json())?;
-        write_atomic(&self.record_path(&rec.name), text.as_bytes(), 0o644)
+    /// The records of a MAC (on any device), and the MAC-less records of
+    /// `device`: the candidates for "the NIC seen before".
+    pub fn records_for_mac(&self, mac: Option<&str>, device: &str) -> Vec<Record> {
+        let nomac = record_key(None, device);
+        let prefix = mac
+            .filter(|m| valid_mac(m))
+            .map(|m| format!("{}-", m.replace(':', "").to_ascii_lowercase()));
+        self.read_all(
+            self.keys(|k| k == nomac || prefix.as_deref().is_some_and(|p| k.starts_with(p))),
+        )
     }
 
-    pub fn delete_record(&self, name: &str) -> Result<()> {
-        let path = self.record_path(name);
+    /// The records of one physical device.
+    pub fn records_for_device(&self, device: &str) -> Vec<Record> {
+        let suffix = record_key(None, device);
+        let suffix = &suffix["nomac".len()..];
+        self.read_all(self.keys(|k| k.ends_with(suffix)))
+    }
+
+    /// The record of interface `iface`: among its device's records when the
+    /// devpath is known (the one with that name, else the device's only
+    /// record), or by name among all records otherwise (a by-hand `handle`).
+    /// A present record wins over a departed one of the same name.
+    pub fn record_for(&self, iface: &str, devpath: Option<&str>) -> Option<Record> {
+        let mut candidates = match devpath {
+            Some(d) => self.records_for_device(crate::event::device_of(d)),
+            None => self.records(),
+        };
+        let named: Vec<Record> = candidates
+            .iter()
+            .filter(|r| r.name == iface)
+            .cloned()
+            .collect();
+        if !named.is_empty() {
+            candidates = named;
+        } else if devpath.is_none() || candidates.len() != 1 {
+            return None;
+        }
+        candidates.sort_by_key(|r| r.departed.is_some());
+        candidates.into_iter().next()
+    }
+
+    fn save_record(&self, rec: &Record) -> Result<()> {
+        let text = serde_json::to_string(&rec.to_json())?;
+        write_atomic(&self.record_path(&rec.key()), text.as_bytes(), FILE_MODE)?;
+        self.note_key(&rec.key(), true);
+        Ok(())
+    }
+
+    fn delete_record(&self, key: &str) -> Result<()> {
+        let path = self.record_path(key);
+        self.note_key(key, false);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("failed to remove {}", path.display())),
+        }
+    }
+
+    /// The one place records change, for every verdict from `handle`, `scan`
+    /// and the worker. The caller holds the lock; the record the update
+    /// matched is read again under it, so an event handled late (the NIC is
+    /// back with another ifindex) never overwrites what a newer one wrote.
+    pub fn apply(&self, _lock: &Lock, u: &Update) -> Result<()> {
+        let current = u.prior.as_ref().and_then(|p| self.read_record(&p.key()));
+        // Still the incarnation that the event saw leave?
+        let same_incarnation = |r: &Record| {
+            r.departed.is_some()
+                || match (r.ifindex, u.ifindex) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        };
+        match (u.action, u.verdict) {
+            (_, Verdict::Virtual | Verdict::StaleEvent) => Ok(()),
+            (Action::Add, _) => {
+                let Some(rec) = &u.present else {
+                    return Ok(());
+                };
+                // A NIC now in this device supersedes those that left it.
+                for old in self.records_for_device(rec.device()) {
+                    if old.key() != rec.key() && (old.departed.is_some() || old.name == rec.name) {
+                        self.delete_record(&old.key())?;
+                    }
+                }
+                self.save_record(rec)
+            }
+            (Action::Remove, Verdict::DeviceRemoved) => match current {
+                Some(r) if same_incarnation(&r) => self.delete_record(&r.key()),
+                _ => Ok(()),
+            },
+            (Action::Remove, v) if v.is_transient_departure() => {
+                let mut rec = match current {
+                    Some(r) if !same_incarnation(&r) => return Ok(()),
+                    Some(r) => r,
+                    None => Record {
+                        name: u.iface.clone(),
+                        mac: None,
+                        driver: u.driver.clone(),
+                        module: u.module.clone(),
+                        builtin: false,
+                        transport: None,
+                        transport_builtin: false,
+                        devpath: u.devpath.clone().unwrap_or_default(),
+                        ifindex: u.ifindex,
+                        seen_ms: now_ms(),
+                        departed: None,
+                    },
+                };
+                if crate::event::validate_devpath(&rec.devpath).is_err() {
+                    return Ok(());
+                }
+                rec.departed = Some(Departure {
+                    verdict: v,
+                    boot_ms: crate::clock::boot_ms(),
+                });
+                self.save_record(&rec)
+            }
+            (Action::Move, _) => {
+                let (Some(mut rec), Some(devpath)) = (current, &u.devpath) else {
+                    return Ok(());
+                };
+                let old_key = rec.key();
+                rec.name = u.iface.clone();
+                rec.devpath = devpath.clone();
+                if rec.key() != old_key {
+                    self.delete_record(&old_key)?;
+                }
+                self.save_record(&rec)
+            }
+            (Action::Remove, _) => Ok(()),
         }
     }
 
@@ -209,7 +490,8 @@ impl State {
                 .create(true)
                 .append(true)
                 .read(true)
-                .mode(0o644)
+                .mode(FILE_MODE)
+                .custom_flags(SAFE_OPEN_FLAGS)
                 .open(&path)
                 .with_context(|| format!("failed to open {}", path.display()))
         };
@@ -240,7 +522,12 @@ impl State {
     pub fn journal_tail(&self, n: usize) -> Vec<Value> {
         let mut out = Vec::new();
         for path in [self.dir.join("journal.jsonl.1"), self.journal_path()] {
-            if let Ok(f) = File::open(&path) {
+            if let Ok(f) = OpenOptions::new()
+                .read(true)
+                .custom_flags(SAFE_OPEN_FLAGS)
+                .open(&path)
+            {
+                let f = f.take(JOURNAL_READ_MAX);
                 for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
                     if let Ok(v) = serde_json::from_str::<Value>(&line) {
                         out.push(v);
@@ -250,6 +537,116 @@ impl State {
         }
         let skip = out.len().saturating_sub(n);
         out.split_off(skip)
+    }
+}
+
+/// Files the hook creates in its state directory are root's alone.
+pub const FILE_MODE: u32 = 0o600;
+pub const DIR_MODE: u32 = 0o700;
+/// Records (and jobs) are small; anything larger is not ours.
+pub const STATE_FILE_MAX: u64 = 64 * 1024;
+/// How much of each journal file `status` reads at most.
+const JOURNAL_READ_MAX: u64 = 16 << 20;
+/// How long the hook waits for the state lock.
+pub const LOCK_WAIT: Duration = Duration::from_millis(1000);
+/// Never follow a symlink, never block on a FIFO, never leak into a child.
+pub const SAFE_OPEN_FLAGS: i32 =
+    nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
+
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// State files skipped (not a regular file of ours, too large, unreadable)
+/// by this process so far, for the metrics.
+pub fn skipped_files() -> u64 {
+    SKIPPED.load(Ordering::Relaxed)
+}
+
+fn refused(msg: String) -> anyhow::Error {
+    anyhow::Error::new(StateRefused(msg))
+}
+
+/// A state directory must be a directory (not a symlink), ours, and not
+/// writable by group or others.
+fn check_dir(path: &Path) -> Result<()> {
+    let m =
+        fs::symlink_metadata(path).with_context(|| format!("failed to stat {}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.is_dir() {
+        return Err(refused(format!(
+            "refusing state directory {}: not a directory",
+            path.display()
+        )));
+    }
+    if m.uid() != me {
+        return Err(refused(format!(
+            "refusing state directory {}: owned by uid {}, not {me}",
+            path.display(),
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(refused(format!(
+            "refusing state directory {}: writable by group or others (mode {:04o})",
+            path.display(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Opens (creating it 0600 if asked) a state file without following
+/// symlinks or blocking, and checks it is a regular file of ours.
+pub fn open_nofollow(path: &Path, create: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(SAFE_OPEN_FLAGS)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    let m = file
+        .metadata()
+        .with_context(|| format!("failed to stat {}", path.display()))?;
+    if !m.is_file() || m.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(refused(format!(
+            "refusing {}: not a regular file owned by us",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Reads a state file of at most `max` bytes, opened with
+/// [`SAFE_OPEN_FLAGS`] and checked with `fstat`. A missing file is `None`;
+/// one that fails a check is `None` too, with a warning and a count.
+pub fn read_state_file(path: &Path, max: u64) -> Option<String> {
+    let skip = |why: String| {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+        crate::log::warn(&format!("skipping {}: {why}", path.display()));
+        None
+    };
+    let file = match open_nofollow(path, false) {
+        Ok(f) => f,
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+        {
+            return None;
+        }
+        Err(e) => return skip(format!("{:#}", e.root_cause())),
+    };
+    match file.metadata() {
+        Ok(m) if m.len() > max => return skip(format!("larger than {max} bytes")),
+        Err(e) => return skip(e.to_string()),
+        Ok(_) => {}
+    }
+    let mut text = String::new();
+    match file.take(max + 1).read_to_string(&mut text) {
+        Ok(n) if n as u64 > max => skip(format!("larger than {max} bytes")),
+        Ok(_) => Some(text),
+        Err(e) => skip(e.to_string()),
     }
 }
 
@@ -307,12 +704,14 @@ mod tests {
             driver: Some("ena".into()),
             module: Some("ena".into()),
             builtin: false,
+            transport: None,
+            transport_builtin: false,
             devpath: "/devices/pci0000:00/0000:00:05.0/net/ens5".into(),
             ifindex: Some(2),
             seen_ms: 1000,
             departed: Some(Departure {
-                verdict: "driver-unload".into(),
-                at_ms: 2000,
+                verdict: Verdict::DriverUnload,
+                boot_ms: 2000,
             }),
         }
     }
@@ -335,6 +734,115 @@ mod tests {
         ] {
             assert_eq!(Record::from_json(bad), None, "{bad:?}");
         }
+        // Another format version, a bad MAC, a devpath outside /devices.
+        let good = sample().to_json();
+        for (k, v) in [
+            ("format", json!(1)),
+            ("mac", json!("02:00:00:00:00:0g")),
+            ("devpath", json!("/devices/../x/net/ens5")),
+        ] {
+            let mut bad = good.clone();
+            bad[k] = v;
+            assert_eq!(Record::from_json(&bad.to_string()), None, "{k}");
+        }
+    }
+
+    #[test]
+    fn records_are_keyed_by_mac_and_device() {
+        let r = sample();
+        let virtio = Record {
+            devpath: "/devices/pci0000:00/0000:00:05.0/virtio3/net/ens5".into(),
+            ..sample()
+        };
+        // A virtio NIC's device is the PCI function: the same key.
+        assert_eq!(r.key(), virtio.key());
+        assert!(r.key().starts_with("020000000005-"), "{}", r.key());
+        let other_mac = Record {
+            mac: Some("02:00:00:00:00:06".into()),
+            ..sample()
+        };
+        assert_ne!(r.key(), other_mac.key());
+        let other_slot = Record {
+            devpath: "/devices/pci0000:00/0000:00:06.0/net/ens5".into(),
+            ..sample()
+        };
+        assert_ne!(r.key(), other_slot.key());
+        assert!(record_key(None, r.device()).starts_with("nomac-"));
+    }
+
+    fn update(action: Action, verdict: Verdict, prior: Option<Record>) -> Update {
+        Update {
+            action,
+            verdict,
+            iface: "ens5".into(),
+            old_iface: None,
+            devpath: Some(sample().devpath),
+            ifindex: Some(2),
+            present: None,
+            prior,
+            driver: Some("ena".into()),
+            module: Some("ena".into()),
+        }
+    }
+
+    #[test]
+    fn apply_follows_the_nic() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::new(dir.path());
+        st.ensure().unwrap();
+        let lock = st.lock().unwrap();
+        let present = Record {
+            departed: None,
+            ..sample()
+        };
+        let mut add = update(Action::Add, Verdict::NewDevice, None);
+        add.present = Some(present.clone());
+        st.apply(&lock, &add).unwrap();
+        assert_eq!(
+            st.record_for("ens5", Some(&present.devpath)),
+            Some(present.clone())
+        );
+
+        // A late remove of an older incarnation (ifindex 1) changes nothing.
+        let mut late = update(Action::Remove, Verdict::DriverUnload, Some(present.clone()));
+        late.ifindex = Some(1);
+        st.apply(&lock, &late).unwrap();
+        assert_eq!(st.record_for("ens5", None), Some(present.clone()));
+
+        // The remove of this one marks it departed.
+        st.apply(
+            &lock,
+            &update(Action::Remove, Verdict::DriverUnload, Some(present.clone())),
+        )
+        .unwrap();
+        let r = st.record_for("ens5", None).unwrap();
+        assert_eq!(r.departed.unwrap().verdict, Verdict::DriverUnload);
+
+        // A rename moves it; a removal drops it.
+        let mut mv = update(Action::Move, Verdict::Renamed, Some(present.clone()));
+        mv.iface = "lan0".into();
+        mv.devpath = Some("/devices/pci0000:00/0000:00:05.0/net/lan0".into());
+        st.apply(&lock, &mv).unwrap();
+        assert_eq!(st.record_for("ens5", None), None);
+        let r = st.record_for("lan0", None).unwrap();
+        st.apply(
+            &lock,
+            &update(Action::Remove, Verdict::DeviceRemoved, Some(r)),
+        )
+        .unwrap();
+        assert!(st.records().is_empty());
+
+        // A remove with no record leaves a MAC-less record of its device,
+        // superseded by the next NIC added there.
+        st.apply(&lock, &update(Action::Remove, Verdict::DriverUnbind, None))
+            .unwrap();
+        let stub = st.record_for("ens5", Some(&present.devpath)).unwrap();
+        assert_eq!(
+            (stub.mac, stub.departed.unwrap().verdict),
+            (None, Verdict::DriverUnbind)
+        );
+        st.apply(&lock, &add).unwrap();
+        assert_eq!(st.records(), vec![present]);
     }
 
     #[test]

@@ -136,6 +136,18 @@ impl Sysfs {
         Ok(out)
     }
 
+    /// The net devices of a physical device: its own (`<device>/net/*`) and
+    /// those of its virtio children (`<device>/virtioN/net/*`).
+    pub fn netdevs_of_device(&self, device: &str) -> Result<Vec<Netdev>> {
+        let mut out = self.netdevs_under(device)?;
+        for child in self.list_dir(device)? {
+            if crate::event::is_virtio_device(&child) {
+                out.extend(self.netdevs_under(&format!("{device}/{child}"))?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Names in a sysfs directory, sorted; empty when it does not exist.
     pub fn list_dir(&self, rel: &str) -> Result<Vec<String>> {
         let path = self.path(rel);

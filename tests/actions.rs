@@ -140,7 +140,7 @@ fn cloud_init_without_systemd_waits_for_result_json() {
     );
     assert_eq!(drain(&mut reader), "");
     fs::write(&result, "{}").unwrap();
-    fs::remove_file(t.state.join("ifaces/ens7.json")).unwrap();
+    fs::remove_file(t.record_file("ens7")).unwrap();
     ok(&t.udev("add", &ens7, 4, "ena", &flags));
     assert_eq!(t.journal().pop().unwrap()["action_taken"]["result"], "done");
     assert!(drain(&mut reader).contains("--udevaction=add"));
@@ -157,7 +157,7 @@ fn cloud_init_fifo_without_reader_or_full_never_blocks() {
     let mut stuck = hold(&fifo);
     let chunk = [b'x'; 4096];
     while stuck.write(&chunk).is_ok() {}
-    fs::remove_file(t.state.join("ifaces/ens7.json")).unwrap();
+    fs::remove_file(t.record_file("ens7")).unwrap();
     ok(&t.udev("add", &ens7, 4, "ena", &refs(&flags)));
     let e = t.journal().pop().unwrap();
     assert_eq!(e["action_taken"]["result"], "failed", "{e}");
@@ -333,7 +333,7 @@ fn hung_or_failing_commands_never_block_the_hook() {
     );
 
     // A command that does not exist: still exit 0 for the hook.
-    fs::remove_file(t.state.join("ifaces/ens7.json")).unwrap();
+    fs::remove_file(t.record_file("ens7")).unwrap();
     ok(&t.udev(
         "add",
         &ens7,
@@ -351,7 +351,9 @@ fn worker_refuses_jobs_others_could_write() {
         &job,
         format!(
             r#"{{"id":"1","iface":"ens7","action":"add","verdict":"new-device","confirm":"none",
+                "created_boot_ms":{},
                 "config":{{"backend":"command","command":["/bin/true"],"state_dir":"{}","imds":false}}}}"#,
+            hotplug_hook::clock::boot_ms(),
             t.state.display()
         ),
     )

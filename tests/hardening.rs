@@ -25,7 +25,7 @@ fn parses(path: &std::path::Path) -> bool {
 #[test]
 fn corrupt_record_journal_and_metrics_are_recovered() {
     let (t, ens5) = Tree::mid_unload();
-    let rec = t.state.join("ifaces/ens5.json");
+    let rec = t.record_file("ens5");
     fs::write(&rec, r#"{"name":"ens5","mac":"02:a1"#).unwrap();
     fs::write(
         t.state.join("journal.jsonl"),
@@ -37,9 +37,12 @@ fn corrupt_record_journal_and_metrics_are_recovered() {
     let err = ok(&out);
     assert!(err.contains("driver-unload"), "{err}");
     assert!(err.contains("ignoring malformed record"), "{err}");
-    // The record is whole again, the new journal line is readable, the
-    // counters restarted.
-    assert!(parses(&rec));
+    // The departure is recorded in a readable record, the new journal line
+    // is readable, the counters restarted.
+    assert_eq!(
+        t.record("ens5").unwrap()["departed"]["verdict"],
+        "driver-unload"
+    );
     let text = fs::read_to_string(t.state.join("journal.jsonl")).unwrap();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["verdict"], "driver-unload");
@@ -229,7 +232,7 @@ fn full_state_dir_still_handles_the_event() {
     let Some(out) = in_mount_ns(
         &t,
         &format!(
-            "mount -t tmpfs -o size=8k tmpfs {s} && mkdir -p {s}/ifaces {s}/jobs && \
+            "mount -t tmpfs -o size=8k,mode=0700 tmpfs {s} && mkdir -m 0700 -p {s}/ifaces {s}/jobs && \
              (dd if=/dev/zero of={s}/fill bs=1k count=64 2>/dev/null; true)"
         ),
         &["handle"],

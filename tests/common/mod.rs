@@ -242,8 +242,18 @@ impl Tree {
             .into_owned()
     }
 
-    /// The net device leaves this namespace (unregister, or moved away).
+    /// The net device is unregistered. Like the kernel's
+    /// `cleanup_glue_dir()`, the parent's `net` directory goes with its last
+    /// net device.
     pub fn drop_netdev(&self, devpath: &str) {
+        self.hide_netdev(devpath);
+        let net_dir = self.p(devpath.rsplit_once('/').unwrap().0);
+        let _ = fs::remove_dir(net_dir);
+    }
+
+    /// The net device is no longer visible in this namespace; the parent's
+    /// `net` directory stays.
+    fn hide_netdev(&self, devpath: &str) {
         let iface = devpath.rsplit('/').next().unwrap();
         self.rm(&format!("/class/net/{iface}"));
         self.rm(devpath);
@@ -295,9 +305,28 @@ impl Tree {
         self.rm(&parent);
     }
 
-    /// `ip link set <iface> netns <ns>`: gone from the host, parent still bound.
+    /// `ip link set <iface> netns <ns>`: gone from the host, parent still
+    /// bound; the net device still exists, so its parent keeps `net/`.
     pub fn netns_move(&self, devpath: &str) {
-        self.drop_netdev(devpath);
+        self.hide_netdev(devpath);
+    }
+
+    /// Unbinding a virtio NIC's PCI function from `virtio-pci` (or unloading
+    /// `virtio_pci`): the virtio device under it goes, with its net device.
+    pub fn unbind_virtio_transport(&self, devpath: &str) {
+        let virtio = Self::parent_of(devpath);
+        let pci = virtio.rsplit_once('/').unwrap().0.to_string();
+        self.unbind(devpath);
+        let name = virtio.rsplit('/').next().unwrap().to_string();
+        self.rm(&format!("/bus/virtio/devices/{name}"));
+        self.rm(&virtio);
+        let link = self.p(&format!("{pci}/driver"));
+        if let Ok(target) = fs::read_link(&link) {
+            let driver = target.file_name().unwrap().to_string_lossy().into_owned();
+            let fn_name = pci.rsplit('/').next().unwrap();
+            self.rm(&format!("/bus/pci/drivers/{driver}/{fn_name}"));
+        }
+        self.rm(&format!("{pci}/driver"));
     }
 
     /// `ip link set <old> name <new>`.
@@ -519,9 +548,38 @@ impl Tree {
         e["verdict"].as_str().unwrap().to_string()
     }
 
+    /// The record named `iface` (records are files keyed by MAC and device).
     pub fn record(&self, iface: &str) -> Option<Value> {
-        let text = fs::read_to_string(self.state.join(format!("ifaces/{iface}.json"))).ok()?;
-        Some(serde_json::from_str(&text).unwrap())
+        self.records().into_iter().find(|r| r["name"] == iface)
+    }
+
+    /// Every readable record, with its file path under `path`.
+    pub fn records(&self) -> Vec<Value> {
+        let Ok(rd) = fs::read_dir(self.state.join("ifaces")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Value> = rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| {
+                let mut v: Value =
+                    serde_json::from_str(&fs::read_to_string(e.path()).ok()?).ok()?;
+                v["path"] = Value::String(e.path().display().to_string());
+                Some(v)
+            })
+            .collect();
+        out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        out
+    }
+
+    /// The record file of `iface`.
+    pub fn record_file(&self, iface: &str) -> PathBuf {
+        PathBuf::from(
+            self.record(iface)
+                .unwrap_or_else(|| panic!("no record of {iface}"))["path"]
+                .as_str()
+                .unwrap(),
+        )
     }
 
     /// Every file under the state dir with its content, to prove "no change".
