@@ -191,6 +191,45 @@ fn main() {
         ),
     );
 
+    // A replayed add and a driver-unload remove with 10 000 records of other
+    // NICs in the state dir: finding a NIC's records reads the directory
+    // once, never every record.
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.run(&["scan"], &[]);
+    row(
+        "add, 1 record",
+        &time(n, || udev_cmd(&t, "add", &ens5, 2, "ena"), || {}),
+    );
+    let ifaces = t.state.join("ifaces");
+    for i in 0..10_000u32 {
+        let mac = format!(
+            "0a:00:00:{:02x}:{:02x}:{:02x}",
+            i >> 16,
+            (i >> 8) & 0xff,
+            i & 0xff
+        );
+        let devpath = format!("/devices/pci0001:00/0001:00:00.{i}/net/x{i}");
+        let rec = serde_json::json!({
+            "format": 2, "name": format!("x{i}"), "mac": mac, "devpath": devpath,
+            "ifindex": i + 100, "seen_ms": 1, "departed": null,
+        });
+        let dir = ifaces.join(mac.replace(':', ""));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hash = format!("{:016x}", u64::from(i) * 7919);
+        std::fs::write(dir.join(format!("{hash}.json")), rec.to_string()).unwrap();
+    }
+    row(
+        "add, 10k records",
+        &time(n, || udev_cmd(&t, "add", &ens5, 2, "ena"), || {}),
+    );
+    t.module_going("ena");
+    t.unbind(&ens5);
+    row(
+        "unload, 10k recs",
+        &time(n, || udev_cmd(&t, "remove", &ens5, 2, "ena"), || {}),
+    );
+
     // driver-unbind waits out the settle window (default 300 ms): fewer runs.
     let t = Tree::new();
     let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);

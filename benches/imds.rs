@@ -113,10 +113,11 @@ fn main() {
             h.push(start.elapsed());
             let job = t.only_job();
             let start = Instant::now();
-            t.command(&["worker", "--job", job.to_str().unwrap()], &[])
-                .stderr(Stdio::null())
-                .status()
-                .unwrap();
+            // The worker takes its settings from root's configuration (the
+            // same flags the hook had), never from the job.
+            let mut a: Vec<&str> = f.iter().map(String::as_str).collect();
+            a.extend(["worker", "--job", job.to_str().unwrap()]);
+            t.command(&a, &[]).stderr(Stdio::null()).status().unwrap();
             w.push(start.elapsed());
             requests.push(d.total() - before);
         }

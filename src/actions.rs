@@ -46,7 +46,7 @@ fn taken(backend: &'static str, result: &'static str, detail: String) -> Taken {
     }
 }
 
-fn backend_name(b: Backend) -> &'static str {
+pub fn backend_name(b: Backend) -> &'static str {
     match b {
         Backend::None => "none",
         Backend::CloudInit => "cloud-init",
@@ -131,20 +131,25 @@ pub fn reconfigure(
     })
 }
 
-/// From the worker, once IMDS agrees (or no confirmation was needed).
+/// From the worker, once IMDS agrees (or no confirmation was needed): the
+/// job's backend kind, with the FIFO, argv and timeout of the worker's own
+/// configuration (never the job's).
 pub fn trigger(cfg: &Config, job: &Job, attachment: Option<&Attachment>) -> Taken {
-    match cfg.backend {
+    match job.backend {
         Backend::None => taken("none", "skipped", "no backend configured".into()),
         Backend::CloudInit => cloud_init(cfg, job.action, job.devpath.as_deref()),
         Backend::Command => {
+            let Some(program) = cfg.command.first() else {
+                return taken(
+                    "command",
+                    "failed",
+                    "no command configured (--command, or \"command\" in the config file)".into(),
+                );
+            };
             let ran =
                 crate::worker::run_command(job, &cfg.command, cfg.command_timeout_secs, attachment);
             let result = if ran.ok() { "done" } else { "failed" };
-            taken(
-                "command",
-                result,
-                format!("{} {}", cfg.command[0], ran.describe()),
-            )
+            taken("command", result, format!("{program} {}", ran.describe()))
         }
     }
 }
@@ -232,8 +237,14 @@ fn dispatch_job(cfg: &Config, state: &State, job: &Job) -> Result<String> {
     result
 }
 
+/// Starts a worker for `job`. It gets the hook's own settings (the config
+/// file it loaded and the flags it was given, [`Config::invocation`]), never
+/// any from the job file. The template unit cannot carry arguments: it runs
+/// the worker with the default config file, as the hook run by udev has it.
 pub(crate) fn start_worker(cfg: &Config, job: &Path, id: &str) -> Result<String> {
     let exe = std::env::current_exe().context("failed to find our own executable")?;
+    let mut worker_args: Vec<std::ffi::OsString> = cfg.invocation.clone();
+    worker_args.extend(["worker".into(), "--job".into(), job.as_os_str().to_owned()]);
     let dispatch = match cfg.dispatch {
         Dispatch::Auto if cfg.systemd_booted() => Dispatch::Systemctl,
         Dispatch::Auto => Dispatch::Fork,
@@ -241,7 +252,7 @@ pub(crate) fn start_worker(cfg: &Config, job: &Path, id: &str) -> Result<String>
     };
     match dispatch {
         Dispatch::Systemctl => {
-            let unit = format!("{}@{}.service", cfg.worker_unit, escape_path(job));
+            let unit = format!("{}@{}.service", cfg.worker_unit, escape_path(job)?);
             run_quick(Command::new("systemctl").args(["start", "--no-block", &unit]))?;
             Ok(format!("started {unit}"))
         }
@@ -255,17 +266,13 @@ pub(crate) fn start_worker(cfg: &Config, job: &Path, id: &str) -> Result<String>
                     cfg.command_timeout_secs + 30
                 ))
                 .arg(&exe)
-                .arg("worker")
-                .arg("--job")
-                .arg(job);
+                .args(&worker_args);
             run_quick(&mut cmd)?;
             Ok(format!("started transient unit {unit}.service"))
         }
         Dispatch::Fork | Dispatch::Auto => {
-            let pid = spawn_detached(
-                &exe,
-                &["worker".as_ref(), "--job".as_ref(), job.as_os_str()],
-            )?;
+            let args: Vec<&std::ffi::OsStr> = worker_args.iter().map(|a| a.as_os_str()).collect();
+            let pid = spawn_detached(&exe, &args)?;
             Ok(format!("forked worker pid {pid}"))
         }
     }
@@ -345,13 +352,36 @@ pub fn spawn_detached(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<u32> {
     }
 }
 
-/// systemd's path escaping (`systemd-escape --path`): `/` becomes `-`, bytes
-/// outside `[A-Za-z0-9:_.]` (and a leading `.`) become `\xNN`.
-pub fn escape_path(path: &Path) -> String {
-    let s = path.to_string_lossy();
-    let trimmed = s.trim_matches('/');
+/// systemd's path escaping, exactly as `systemd-escape --path` does it
+/// (`unit_name_path_escape()`): the path is simplified (repeated `/` and `.`
+/// components dropped, trailing `/` removed), `/` alone becomes `-`, a path
+/// with a `..` component (or not absolute) is refused; then `/` becomes `-`, a leading `.` and
+/// every byte outside `[A-Za-z0-9:_.]` becomes `\xNN` (non-ASCII per byte).
+pub fn escape_path(path: &Path) -> Result<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if !bytes.starts_with(b"/") {
+        bail!(
+            "cannot escape {} as a unit name: not an absolute path",
+            path.display()
+        );
+    }
+    let parts: Vec<&[u8]> = bytes
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if parts.iter().any(|c| *c == b"..") {
+        bail!(
+            "cannot escape {} as a unit name: it has a .. component",
+            path.display()
+        );
+    }
+    if parts.is_empty() {
+        return Ok("-".into());
+    }
+    let joined = parts.join(&b'/');
     let mut out = String::new();
-    for (i, b) in trimmed.bytes().enumerate() {
+    for (i, &b) in joined.iter().enumerate() {
         match b {
             b'/' => out.push('-'),
             b'.' if i == 0 => out.push_str("\\x2e"),
@@ -361,20 +391,22 @@ pub fn escape_path(path: &Path) -> String {
             b => out.push_str(&format!("\\x{b:02x}")),
         }
     }
-    out
+    Ok(out)
 }
 
 /// The job path a template unit instance stands for (`%f`).
 pub fn unescape_instance(instance: &str) -> PathBuf {
-    let mut out = Vec::new();
+    use std::os::unix::ffi::OsStrExt;
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = instance.as_bytes();
+    let mut out = vec![b'/'];
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'-' => out.push(b'/'),
             b'\\' if i + 3 < bytes.len() && bytes[i + 1] == b'x' => {
-                if let Ok(v) = u8::from_str_radix(&instance[i + 2..i + 4], 16) {
-                    out.push(v);
+                if let (Some(h), Some(l)) = (hex(bytes[i + 2]), hex(bytes[i + 3])) {
+                    out.push(h << 4 | l);
                     i += 4;
                     continue;
                 }
@@ -384,9 +416,7 @@ pub fn unescape_instance(instance: &str) -> PathBuf {
         }
         i += 1;
     }
-    let mut p = PathBuf::from("/");
-    p.push(String::from_utf8_lossy(&out).as_ref());
-    p
+    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
 }
 
 #[cfg(test)]
@@ -412,7 +442,7 @@ mod tests {
             ("/.x", "\\x2ex"),
         ];
         for (path, want) in table {
-            assert_eq!(escape_path(Path::new(path)), want);
+            assert_eq!(escape_path(Path::new(path)).unwrap(), want);
             assert_eq!(unescape_instance(want), PathBuf::from(path));
         }
     }

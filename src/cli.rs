@@ -109,6 +109,42 @@ mod tests {
         assert_eq!(effective_args(plain.clone()), plain);
     }
 
+    /// What `handle` passes a worker gives it the same settings.
+    #[test]
+    fn settings_round_trip_through_worker_args() {
+        let argv = [
+            "hotplug-hook",
+            "--state-dir",
+            "/s",
+            "--command",
+            "/bin/x",
+            "--command",
+            "two words",
+            "--handle-virtual",
+            "--imds=false",
+            "--backend",
+            "cloud-init",
+            "--dispatch",
+            "systemd-run",
+            "--settle-ms",
+            "7",
+            "--log",
+            "journal",
+            "--metrics-file",
+            "/m.prom",
+            "scan",
+        ];
+        let cli = Cli::parse_from(argv);
+        let mut again: Vec<OsString> = vec!["hotplug-hook".into()];
+        again.extend(cli.settings.to_args());
+        again.push("scan".into());
+        let back = Cli::parse_from(again);
+        assert_eq!(
+            format!("{:?}", back.settings),
+            format!("{:?}", cli.settings)
+        );
+    }
+
     #[test]
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
@@ -181,11 +217,19 @@ pub fn effective_args(argv: Vec<OsString>) -> Vec<OsString> {
 /// Runs the parsed command line; returns the exit code for success paths.
 pub fn run(cli: Cli) -> Result<i32> {
     log::set_verbosity(cli.verbose);
-    let cfg = Config::load(cli.config.as_deref(), cli.settings)?;
-    // The worker logs as the job's settings say.
-    if !matches!(cli.command, Cmd::Worker { .. }) {
-        log::init(cfg.log, &cfg.journal_socket, &cfg.syslog_socket);
+    // Logging first, from the defaults and the flags: under udev stderr goes
+    // nowhere, and a configuration file that cannot be loaded (exit 2) must
+    // still reach the journal or syslog.
+    let early = Settings {
+        log: cli.settings.log,
+        journal_socket: cli.settings.journal_socket.clone(),
+        syslog_socket: cli.settings.syslog_socket.clone(),
+        ..Settings::default()
     }
+    .resolve()?;
+    log::init(early.log, &early.journal_socket, &early.syslog_socket);
+    let cfg = Config::load(cli.config.as_deref(), cli.settings)?;
+    log::init(cfg.log, &cfg.journal_socket, &cfg.syslog_socket);
     match &cli.command {
         Cmd::Handle(args) => handle(&cfg, args),
         Cmd::Classify { event, json } => classify_cmd(&cfg, event, *json),
@@ -201,7 +245,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             command: ImdsCmd::Get { path },
         } => imds_get(&cfg, path),
         Cmd::Worker { job } => {
-            let ok = worker::run(job)?;
+            let ok = worker::run(&cfg, job)?;
             Ok(if ok { EXIT_OK } else { EXIT_FAILURE })
         }
     }
@@ -551,7 +595,7 @@ fn status(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
                 "running": running,
                 "stranded": stranded,
                 "unknown": unknown,
-                "list": pending.iter().map(|p| p.to_json(now)).collect::<Vec<_>>(),
+                "list": pending.iter().map(|p| p.to_json(cfg, now)).collect::<Vec<_>>(),
             },
             "journal": journal,
         });

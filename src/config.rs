@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::error::invalid;
+use crate::error::{invalid, quote};
 use crate::log::LogMode;
 
 /// Where reconfiguration goes for `new-device` and `device-removed`.
@@ -140,6 +140,11 @@ pub struct Settings {
 /// The settings in force.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The global arguments that give a worker these same settings: the
+    /// config file this was loaded from (`--config`) and every setting the
+    /// command line or the environment gave. What `handle` passes to the
+    /// worker it starts, so a worker never takes settings from a job file.
+    pub invocation: Vec<std::ffi::OsString>,
     pub sysfs_root: PathBuf,
     pub state_dir: PathBuf,
     pub settle_ms: u64,
@@ -241,10 +246,85 @@ impl Settings {
                 // null turns it off (a job's config carries it so).
                 "metrics_file" if val.is_null() => s.metrics_file = None,
                 "metrics_file" => s.metrics_file = path()?,
-                other => return Err(invalid(format!("unknown key {other:?}"))),
+                other => return Err(invalid(format!("unknown key {}", quote(other)))),
             }
         }
         Ok(s)
+    }
+
+    /// The command-line flags that set what `self` sets (and nothing else).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        use std::ffi::OsString;
+        fn flag(out: &mut Vec<OsString>, name: &str, value: impl Into<OsString>) {
+            out.push(format!("--{name}").into());
+            out.push(value.into());
+        }
+        fn path(out: &mut Vec<OsString>, name: &str, v: &Option<PathBuf>) {
+            if let Some(p) = v {
+                flag(out, name, p.clone());
+            }
+        }
+        fn num(out: &mut Vec<OsString>, name: &str, v: Option<impl ToString>) {
+            if let Some(n) = v {
+                flag(out, name, n.to_string());
+            }
+        }
+        fn boolean(out: &mut Vec<OsString>, name: &str, v: Option<bool>) {
+            if let Some(b) = v {
+                out.push(format!("--{name}={b}").into());
+            }
+        }
+        fn choice<T: ValueEnum>(out: &mut Vec<OsString>, name: &str, v: Option<T>) {
+            if let Some(p) = v.as_ref().and_then(T::to_possible_value) {
+                flag(out, name, p.get_name());
+            }
+        }
+        let mut a = Vec::new();
+        path(&mut a, "sysfs-root", &self.sysfs_root);
+        path(&mut a, "state-dir", &self.state_dir);
+        num(&mut a, "settle-ms", self.settle_ms);
+        num(&mut a, "poll-ms", self.poll_ms);
+        num(&mut a, "return-window-secs", self.return_window_secs);
+        boolean(&mut a, "handle-virtual", self.handle_virtual);
+        choice(&mut a, "backend", self.backend);
+        path(&mut a, "cloud-init-fifo", &self.cloud_init_fifo);
+        path(&mut a, "cloud-init-result", &self.cloud_init_result);
+        boolean(
+            &mut a,
+            "cloud-init-forward-remove",
+            self.cloud_init_forward_remove,
+        );
+        for c in &self.command {
+            flag(&mut a, "command", c);
+        }
+        num(&mut a, "command-timeout-secs", self.command_timeout_secs);
+        choice(&mut a, "dispatch", self.dispatch);
+        num(&mut a, "worker-unit", self.worker_unit.as_ref());
+        path(&mut a, "systemd-dir", &self.systemd_dir);
+        num(&mut a, "journal-max-bytes", self.journal_max_bytes);
+        boolean(&mut a, "imds", self.imds);
+        num(&mut a, "imds-endpoint", self.imds_endpoint.as_ref());
+        num(&mut a, "imds-token-ttl-secs", self.imds_token_ttl_secs);
+        boolean(&mut a, "imds-v1-fallback", self.imds_v1_fallback);
+        num(
+            &mut a,
+            "imds-connect-timeout-ms",
+            self.imds_connect_timeout_ms,
+        );
+        num(&mut a, "imds-read-timeout-ms", self.imds_read_timeout_ms);
+        num(&mut a, "imds-deadline-ms", self.imds_deadline_ms);
+        num(&mut a, "imds-retries", self.imds_retries);
+        num(&mut a, "imds-listing-ttl-ms", self.imds_listing_ttl_ms);
+        num(
+            &mut a,
+            "imds-confirm-timeout-secs",
+            self.imds_confirm_timeout_secs,
+        );
+        choice(&mut a, "log", self.log);
+        path(&mut a, "journal-socket", &self.journal_socket);
+        path(&mut a, "syslog-socket", &self.syslog_socket);
+        path(&mut a, "metrics-file", &self.metrics_file);
+        a
     }
 
     /// `self` with every setting that `over` sets replaced.
@@ -317,7 +397,10 @@ impl Settings {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(invalid(format!("invalid worker_unit {worker_unit:?}")));
+            return Err(invalid(format!(
+                "invalid worker_unit {}",
+                quote(&worker_unit)
+            )));
         }
         let imds_endpoint = crate::imds::normalize_endpoint(
             self.imds_endpoint
@@ -328,9 +411,19 @@ impl Settings {
         if !(1..=21600).contains(&imds_token_ttl_secs) {
             return Err(invalid("imds_token_ttl_secs must be 1 to 21600"));
         }
+        let state_dir = self.state_dir.unwrap_or_else(|| "/run/hotplug-hook".into());
+        // udev, the worker unit and a shell run in different directories:
+        // a relative state dir would be a different directory for each.
+        if !state_dir.is_absolute() {
+            return Err(invalid(format!(
+                "state_dir must be an absolute path, not {}",
+                quote(&state_dir.to_string_lossy())
+            )));
+        }
         Ok(Config {
+            invocation: Vec::new(),
             sysfs_root: self.sysfs_root.unwrap_or_else(|| "/sys".into()),
-            state_dir: self.state_dir.unwrap_or_else(|| "/run/hotplug-hook".into()),
+            state_dir,
             settle_ms: self.settle_ms.unwrap_or(300),
             poll_ms,
             return_window_secs: self.return_window_secs.unwrap_or(300),
@@ -375,11 +468,13 @@ impl Config {
     /// Loads the config file (the given one, which must exist, or the default
     /// one if present) and overlays the flags.
     pub fn load(path: Option<&Path>, flags: Settings) -> Result<Config> {
-        let file = match path {
+        let file_path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+            None => None,
+        };
+        let file = match &file_path {
             Some(p) => Some(read_config(p)?),
-            None if Path::new(DEFAULT_CONFIG).exists() => {
-                Some(read_config(Path::new(DEFAULT_CONFIG))?)
-            }
             None => None,
         };
         // The environment sits between the file and the flags.
@@ -387,10 +482,16 @@ impl Config {
             imds_endpoint: std::env::var("HOTPLUG_HOOK_IMDS_ENDPOINT").ok(),
             ..Settings::default()
         };
-        file.unwrap_or_default()
-            .overlay(env)
-            .overlay(flags)
-            .resolve()
+        let given = env.overlay(flags);
+        let mut invocation = Vec::new();
+        if let Some(p) = &file_path {
+            invocation.push("--config".into());
+            invocation.push(std::path::absolute(p).unwrap_or_else(|_| p.clone()).into());
+        }
+        invocation.extend(given.to_args());
+        let mut cfg = file.unwrap_or_default().overlay(given).resolve()?;
+        cfg.invocation = invocation;
+        Ok(cfg)
     }
 
     /// Every setting as a config-file object: what a worker job carries, so
@@ -464,13 +565,25 @@ impl Config {
 }
 
 fn read_config(path: &Path) -> Result<Settings> {
-    let text = std::fs::read_to_string(path)
+    // A config file is small; never read more than this of one.
+    const MAX: u64 = 1 << 20;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX + 1), &mut bytes))
         .map_err(|e| invalid(format!("failed to read config {}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX {
+        return Err(invalid(format!(
+            "invalid config {}: larger than {MAX} bytes",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| invalid(format!("invalid config {}: not UTF-8", path.display())))?;
     Settings::from_json(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 fn wrong(key: &str, want: &str) -> anyhow::Error {
-    invalid(format!("{key:?} must be {want}"))
+    invalid(format!("{} must be {want}", quote(key)))
 }
 
 fn str_of<'a>(key: &str, v: &'a Value) -> Result<&'a str> {

@@ -68,3 +68,52 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         EXIT_FAILURE
     }
 }
+
+/// How many characters of an outside value a message quotes at most.
+pub const QUOTE_MAX: usize = 64;
+
+/// A value from outside (udev, sysfs, IMDS, a file) as a message may show
+/// it: at most its first [`QUOTE_MAX`] characters, escaped (`{:?}`), with
+/// `…` after the closing quote when it was cut. Never the whole of a value
+/// that could be megabytes long, never a raw control character.
+pub fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_MAX) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+    }
+}
+
+/// [`quote`] for bytes that may not be UTF-8 (invalid sequences are shown
+/// as U+FFFD).
+pub fn quote_bytes(b: &[u8]) -> String {
+    // Never convert more than needed: 4 bytes per character at most.
+    let head = &b[..b.len().min(QUOTE_MAX * 4 + 4)];
+    let s = String::from_utf8_lossy(head);
+    let q = quote(&s);
+    if head.len() < b.len() && !q.ends_with('…') {
+        format!("{q}…")
+    } else {
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_short_and_escaped() {
+        assert_eq!(quote("ens5"), "\"ens5\"");
+        assert_eq!(quote("a\nb"), "\"a\\nb\"");
+        let long = "x".repeat(1 << 20);
+        let q = quote(&long);
+        assert_eq!(q, format!("\"{}\"…", "x".repeat(QUOTE_MAX)));
+        assert_eq!(
+            quote(&"é".repeat(QUOTE_MAX)),
+            format!("{:?}", "é".repeat(QUOTE_MAX))
+        );
+        assert!(quote(&"é".repeat(QUOTE_MAX + 1)).ends_with('…'));
+        assert!(quote_bytes(&vec![b'a'; 1 << 20]).len() < 80);
+        assert_eq!(quote_bytes(b"\xff1"), "\"\u{fffd}1\"");
+    }
+}

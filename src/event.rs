@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use anyhow::Result;
 
-use crate::error::invalid;
+use crate::error::{invalid, quote};
 
 /// The uevent actions hotplug-hook acts on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Action {
             "remove" => Some(Action::Remove),
             "move" => Some(Action::Move),
             "change" | "bind" | "unbind" | "online" | "offline" => None,
-            other => return Err(invalid(format!("unknown ACTION {other:?}"))),
+            other => return Err(invalid(format!("unknown ACTION {}", quote(other)))),
         })
     }
 }
@@ -103,7 +103,8 @@ pub fn parse(
         && subsystem != "net"
     {
         return Ok(Parsed::Ignored(format!(
-            "subsystem {subsystem:?} is not net"
+            "subsystem {} is not net",
+            quote(&subsystem)
         )));
     }
 
@@ -113,7 +114,12 @@ pub fn parse(
     let action = match &action_name {
         Some(name) => match Action::parse(name)? {
             Some(a) => Some(a),
-            None => return Ok(Parsed::Ignored(format!("action {name:?} is not handled"))),
+            None => {
+                return Ok(Parsed::Ignored(format!(
+                    "action {} is not handled",
+                    quote(name)
+                )));
+            }
         },
         None => None,
     };
@@ -137,7 +143,10 @@ pub fn parse(
     if let Some(d) = &devpath
         && iface_of(d) != iface
     {
-        return Err(invalid(format!("DEVPATH {d} does not end in /net/{iface}")));
+        return Err(invalid(format!(
+            "DEVPATH {} does not end in /net/{iface}",
+            quote(d)
+        )));
     }
 
     // udev sets INTERFACE_OLD only on the add it renamed; the kernel's own
@@ -155,23 +164,21 @@ pub fn parse(
     if let Some(old) = &iface_old {
         validate_iface(old)?;
     }
-    let ifindex = match ov.ifindex.clone().or(var("IFINDEX")?) {
-        Some(s) => Some(
-            s.parse::<u32>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| invalid(format!("IFINDEX {s:?} is not a positive integer")))?,
-        ),
-        None => None,
-    };
+    let ifindex =
+        match ov.ifindex.clone().or(var("IFINDEX")?) {
+            Some(s) => Some(s.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                invalid(format!("IFINDEX {} is not a positive integer", quote(&s)))
+            })?),
+            None => None,
+        };
     let driver = ov.driver.clone().or(var("ID_NET_DRIVER")?);
     if let Some(d) = &driver {
-        validate_name("ID_NET_DRIVER", d, 64)?;
+        validate_driver(d)?;
     }
     let seqnum = match var("SEQNUM")? {
         Some(s) => Some(
             s.parse::<u64>()
-                .map_err(|_| invalid(format!("SEQNUM {s:?} is not an integer")))?,
+                .map_err(|_| invalid(format!("SEQNUM {} is not an integer", quote(&s))))?,
         ),
         None => None,
     };
@@ -200,7 +207,7 @@ pub fn parse(
 /// 1 to 15 bytes, not `.` or `..`, no `/`, `:` or whitespace. We also refuse
 /// control characters, which no sane tool creates and which would corrupt logs.
 pub fn validate_iface(name: &str) -> Result<()> {
-    let bad = |why: &str| invalid(format!("invalid interface name {name:?}: {why}"));
+    let bad = |why: &str| invalid(format!("invalid interface name {}: {why}", quote(name)));
     if name.is_empty() {
         return Err(bad("empty"));
     }
@@ -223,7 +230,7 @@ pub fn validate_iface(name: &str) -> Result<()> {
 /// `..` components, ends in `/net/<name>`. Whether it resolves inside the
 /// sysfs root is checked by [`crate::sysfs::Sysfs::check_devpath`].
 pub fn validate_devpath(devpath: &str) -> Result<()> {
-    let bad = |why: &str| invalid(format!("invalid DEVPATH {devpath:?}: {why}"));
+    let bad = |why: &str| invalid(format!("invalid DEVPATH {}: {why}", quote(devpath)));
     if devpath.len() > 4096 {
         return Err(bad("too long"));
     }
@@ -247,16 +254,23 @@ pub fn validate_devpath(devpath: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_name(what: &str, value: &str, max: usize) -> Result<()> {
+/// A driver (module-like) name, as `ID_NET_DRIVER` gives it: 1 to 64
+/// bytes of `[A-Za-z0-9_.-]`, starting with a letter or digit (so never `.`,
+/// `..` or anything hidden or path-like).
+pub fn validate_driver(value: &str) -> Result<()> {
     let ok = !value.is_empty()
-        && value.len() <= max
+        && value.len() <= 64
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if ok {
         Ok(())
     } else {
-        Err(invalid(format!("invalid {what} {value:?}")))
+        Err(invalid(format!(
+            "invalid ID_NET_DRIVER {}: not a driver name",
+            quote(value)
+        )))
     }
 }
 

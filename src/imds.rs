@@ -7,9 +7,8 @@
 //! kills its children when the event ends): only the worker, `classify` and
 //! `imds get` call it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,9 +18,9 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 
 use crate::clock::{age_ms, boot_ms};
-use crate::error::invalid;
+use crate::error::{invalid, quote};
 use crate::metrics::ImdsCounters;
-use crate::state::{State, write_atomic};
+use crate::state::{State, open_nofollow, read_state_file, write_atomic};
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 pub const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
@@ -29,6 +28,8 @@ const TOKEN_PATH: &str = "/latest/api/token";
 const TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
 pub const MACS_PATH: &str = "/latest/meta-data/network/interfaces/macs/";
+/// The token and listing caches are a few hundred bytes.
+const CACHE_MAX: u64 = 64 * 1024;
 
 /// Client settings (see `Config` for defaults).
 #[derive(Clone, Debug)]
@@ -344,7 +345,7 @@ impl Client {
     /// boot-clock milliseconds ([`boot_ms`]); a file without them (an older
     /// release's) or fetched "in the future" counts as expired.
     fn cached_token(&self) -> Option<String> {
-        let text = fs::read_to_string(self.token_file()?).ok()?;
+        let text = read_state_file(&self.token_file()?, CACHE_MAX)?;
         let v: Value = serde_json::from_str(&text).ok()?;
         if v.get("endpoint")?.as_str()? != self.settings.endpoint {
             return None;
@@ -397,7 +398,9 @@ impl Client {
                         "fetched_boot_ms": asked_boot_ms,
                         "ttl_secs": self.settings.token_ttl_secs,
                     });
-                    if let Err(e) = write_atomic(&p, doc.to_string().as_bytes(), 0o600) {
+                    if let Err(e) =
+                        write_atomic(&p, doc.to_string().as_bytes(), crate::state::FILE_MODE)
+                    {
                         crate::log::warn(&format!("not caching the IMDS token: {e:#}"));
                     }
                 }
@@ -420,13 +423,7 @@ impl Client {
             return Ok(None);
         };
         let path = state.dir().join(name);
-        let Ok(mut file) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-        else {
+        let Ok(mut file) = open_nofollow(&path, true) else {
             return Ok(None);
         };
         loop {
@@ -452,7 +449,7 @@ impl Client {
     }
 
     fn cached_macs(&self) -> Option<Vec<String>> {
-        let text = fs::read_to_string(self.macs_file()?).ok()?;
+        let text = read_state_file(&self.macs_file()?, CACHE_MAX)?;
         let v: Value = serde_json::from_str(&text).ok()?;
         if v.get("endpoint")?.as_str()? != self.settings.endpoint {
             return None;
@@ -494,14 +491,15 @@ impl Client {
                 "fetched_boot_ms": asked_boot_ms,
                 "macs": macs,
             });
-            let _ = write_atomic(&p, doc.to_string().as_bytes(), 0o644);
+            let _ = write_atomic(&p, doc.to_string().as_bytes(), crate::state::FILE_MODE);
         }
         Ok(macs)
     }
 
     /// `macs/<mac>/<key>`.
     pub fn mac_key(&mut self, mac: &str, key: &str) -> Result<Fetched> {
-        let mac = normalize_mac(mac).ok_or_else(|| invalid(format!("invalid MAC {mac:?}")))?;
+        let mac =
+            normalize_mac(mac).ok_or_else(|| invalid(format!("invalid MAC {}", quote(mac))))?;
         self.get(&format!("{MACS_PATH}{mac}/{key}"))
     }
 
@@ -509,7 +507,7 @@ impl Client {
     /// `device-number` answers 404 (IMDS lags after a detach).
     pub fn detached(&mut self, mac: &str) -> Presence {
         let Some(mac) = normalize_mac(mac) else {
-            return Presence::Unknown(format!("invalid MAC {mac:?}"));
+            return Presence::Unknown(format!("invalid MAC {}", quote(mac)));
         };
         match self.macs() {
             Err(e) => Presence::Unknown(format!("{e:#}")),
@@ -524,7 +522,7 @@ impl Client {
     /// adds nothing once `device-number` answers).
     pub fn attached(&mut self, mac: &str) -> Presence {
         let Some(mac) = normalize_mac(mac) else {
-            return Presence::Unknown(format!("invalid MAC {mac:?}"));
+            return Presence::Unknown(format!("invalid MAC {}", quote(mac)));
         };
         self.attachment(&mac, "")
     }
@@ -538,14 +536,31 @@ impl Client {
                     if prefix.is_empty() { "" } else { " " }
                 ));
             }
-            Ok(Fetched::Found(n)) => n.trim().to_string(),
+            Ok(Fetched::Found(n)) => match valid_device_number(n.trim()) {
+                Some(n) => n,
+                // Not what IMDS sends: nothing to confirm with, and never
+                // passed on to the command.
+                None => {
+                    return Presence::Unknown(format!(
+                        "macs/{mac}/device-number is not a small integer: {}",
+                        quote(n.trim())
+                    ));
+                }
+            },
         };
-        let mut optional = |key: &str| match self.mac_key(mac, key) {
-            Ok(Fetched::Found(v)) => Some(v.trim().to_string()),
-            _ => None,
-        };
-        let network_card_index = optional("network-card-index");
-        let interface_id = optional("interface-id");
+        let mut optional =
+            |key: &str, valid: fn(&str) -> Option<String>| match self.mac_key(mac, key) {
+                Ok(Fetched::Found(v)) => {
+                    let v = valid(v.trim());
+                    if v.is_none() {
+                        crate::log::warn(&format!("ignoring macs/{mac}/{key}: not a valid {key}"));
+                    }
+                    v
+                }
+                _ => None,
+            };
+        let network_card_index = optional("network-card-index", valid_device_number);
+        let interface_id = optional("interface-id", valid_interface_id);
         Presence::Attached(Attachment {
             device_number,
             network_card_index,
@@ -619,6 +634,23 @@ pub fn validate_token(s: &str) -> Result<String, String> {
     Ok(t.to_string())
 }
 
+/// `device-number` and `network-card-index`: a small decimal integer
+/// (at most 4 digits), as it may go into the command's environment.
+pub fn valid_device_number(s: &str) -> Option<String> {
+    (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse::<u16>().ok().map(|n| n.to_string()))
+        .flatten()
+}
+
+/// `interface-id`: `eni-` and 1 to 32 lower-case hex digits.
+pub fn valid_interface_id(s: &str) -> Option<String> {
+    let hex = s.strip_prefix("eni-")?;
+    (!hex.is_empty()
+        && hex.len() <= 32
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    .then(|| s.to_string())
+}
+
 pub fn is_mac(s: &str) -> bool {
     s.len() == 17
         && s.split(':').count() == 6
@@ -639,7 +671,12 @@ pub fn parse_mac_listing(body: &str) -> Result<Vec<String>, String> {
         let mac = line.strip_suffix('/').unwrap_or(line);
         match normalize_mac(mac) {
             Some(m) => out.push(m),
-            None => return Err(format!("unexpected line in the MAC listing: {line:?}")),
+            None => {
+                return Err(format!(
+                    "unexpected line in the MAC listing: {}",
+                    quote(line)
+                ));
+            }
         }
     }
     Ok(out)
@@ -655,7 +692,8 @@ pub fn normalize_endpoint(s: &str) -> Result<String> {
     };
     let Some(host) = e.strip_prefix("http://") else {
         return Err(invalid(format!(
-            "IMDS endpoint {s:?} must start with http://"
+            "IMDS endpoint {} must start with http://",
+            quote(s)
         )));
     };
     let ok = !host.is_empty()
@@ -664,7 +702,8 @@ pub fn normalize_endpoint(s: &str) -> Result<String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']' | '-'));
     if !ok {
         return Err(invalid(format!(
-            "IMDS endpoint {s:?} must be http://HOST[:PORT] with no path"
+            "IMDS endpoint {} must be http://HOST[:PORT] with no path",
+            quote(s)
         )));
     }
     Ok(e.to_string())
@@ -684,7 +723,7 @@ pub fn metadata_path(p: &str) -> Result<String> {
         && !p.contains("..")
         && !p.split('/').any(|c| c == ".");
     if !ok {
-        return Err(invalid(format!("invalid metadata path {p:?}")));
+        return Err(invalid(format!("invalid metadata path {}", quote(p))));
     }
     Ok(format!("/latest/{p}"))
 }

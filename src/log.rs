@@ -11,13 +11,13 @@
 use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::ValueEnum;
 
 static VERBOSITY: AtomicU8 = AtomicU8::new(0);
-static SINK: OnceLock<Sink> = OnceLock::new();
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 
 /// Where log lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,6 +53,9 @@ pub fn verbose() -> bool {
 }
 
 /// Chooses the sink; before this (or if never called) lines go to stderr.
+/// Called first from the defaults and the flags (so a configuration file
+/// that cannot be loaded is still logged where udev's lines go), then again
+/// with the settings in force.
 pub fn init(mode: LogMode, journal_socket: &Path, syslog_socket: &Path) {
     let exists = |p: &Path| std::fs::metadata(p).is_ok();
     let sink = match mode {
@@ -64,12 +67,18 @@ pub fn init(mode: LogMode, journal_socket: &Path, syslog_socket: &Path) {
         LogMode::Auto if exists(syslog_socket) => Sink::Syslog(syslog_socket.into()),
         LogMode::Auto => Sink::Stderr,
     };
-    let _ = SINK.set(sink);
+    if let Ok(mut s) = SINK.write() {
+        *s = Some(sink);
+    }
 }
 
 /// True when lines go to stderr (so `main` does not print an error twice).
 pub fn to_stderr() -> bool {
-    matches!(SINK.get(), None | Some(Sink::Stderr))
+    matches!(sink(), None | Some(Sink::Stderr))
+}
+
+fn sink() -> Option<Sink> {
+    SINK.read().ok().and_then(|s| s.clone())
 }
 
 fn stderr_line(msg: &str) {
@@ -121,7 +130,8 @@ pub fn event(priority: Priority, msg: &str, fields: &[(&str, &str)]) {
     if priority == Priority::Debug && !verbose() {
         return;
     }
-    let (bytes, path) = match SINK.get() {
+    let sink = sink();
+    let (bytes, path) = match &sink {
         None | Some(Sink::Stderr) => return stderr_line(msg),
         Some(Sink::Journal(p)) => (journal_datagram(priority, msg, fields), p),
         Some(Sink::Syslog(p)) => (syslog_datagram(priority, msg), p),

@@ -4,7 +4,6 @@
 //! with atomic replaces of both files.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
 use anyhow::Result;
@@ -339,10 +338,13 @@ fn esc(s: &str) -> String {
 }
 
 const FILE: &str = "metrics.json";
+/// The counters file is a few KiB (its maps are keyed by action, verdict,
+/// backend, result and IMDS status); anything larger is not ours.
+const MAX_BYTES: u64 = 1 << 20;
 
 /// The counters stored in the state dir.
 pub fn load(state: &State) -> Metrics {
-    fs::read_to_string(state.dir().join(FILE))
+    crate::state::read_state_file(&state.dir().join(FILE), MAX_BYTES)
         .map(|t| Metrics::from_json(&t))
         .unwrap_or_default()
 }
@@ -360,8 +362,10 @@ pub fn update_locked(
     write_atomic(
         &state.dir().join(FILE),
         m.to_json().to_string().as_bytes(),
-        0o644,
+        crate::state::FILE_MODE,
     )?;
+    // The Prometheus textfile lives outside the state dir and is read by
+    // node_exporter, which does not run as root.
     if let Some(p) = prom {
         write_atomic(p, m.to_prometheus().as_bytes(), 0o644)?;
     }

@@ -1,9 +1,10 @@
 //! What hotplug-hook remembers between invocations, under the state dir
 //! (default `/run/hotplug-hook`, so it starts empty at boot):
 //!
-//! - `ifaces/<mac>-<device>.json`: one record per NIC seen at `add` or
+//! - `ifaces/<mac>/<device>.json`: one record per NIC seen at `add` or
 //!   `scan` (or leaving), because at `remove` time `/sys/class/net/<name>`
 //!   and its MAC are gone. See [`record_key`].
+//! - `names/<iface>`: the key of the record that has that name now.
 //! - `journal.jsonl` (+ `journal.jsonl.1`): one JSON line per handled event.
 //! - `jobs/<id>.json`: work handed to the out-of-udev worker.
 //! - `lock`: an flock serialising record updates and journal appends, since
@@ -12,13 +13,12 @@
 //! Every file is replaced atomically (temp file + rename) or appended under
 //! the lock, so a killed writer never leaves a torn file.
 
-use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
@@ -156,15 +156,19 @@ pub fn valid_mac(mac: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A record's file name (without `.json`): `<mac hex>-<device hash>`, or
-/// `nomac-<device hash>` for a NIC that left before we learnt its MAC. Finding
-/// the records of a MAC or a device reads the directory, not every record.
+/// A record's path below `ifaces/` (without `.json`): `<mac hex>/<device
+/// hash>`, or `nomac/<device hash>` for a NIC that left before we learnt its
+/// MAC. The records of a MAC are one small directory, whatever the number of
+/// records; `names/<iface>` holds the key of the NIC that has that name.
 pub fn record_key(mac: Option<&str>, device: &str) -> String {
-    let mac = match mac {
+    format!("{}/{:016x}", mac_dir(mac), fnv1a(device.as_bytes()))
+}
+
+fn mac_dir(mac: Option<&str>) -> String {
+    match mac {
         Some(m) if valid_mac(m) => m.replace(':', "").to_ascii_lowercase(),
         _ => "nomac".to_string(),
-    };
-    format!("{mac}-{:016x}", fnv1a(device.as_bytes()))
+    }
 }
 
 /// FNV-1a, 64 bit: a stable, dependency-free name for a device path.
@@ -198,9 +202,6 @@ pub struct Update {
 #[derive(Clone, Debug)]
 pub struct State {
     dir: PathBuf,
-    /// The record keys, listed once per process (one `readdir`, however many
-    /// records) and kept current with this process's own writes.
-    keys: RefCell<Option<Vec<String>>>,
 }
 
 /// Held while updating records or the journal.
@@ -208,10 +209,7 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 impl State {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        State {
-            dir: dir.into(),
-            keys: RefCell::new(None),
-        }
+        State { dir: dir.into() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -266,26 +264,29 @@ impl State {
 
     pub fn lock_within(&self, wait: Duration) -> Result<Lock> {
         let path = self.dir.join("lock");
-        let mut file = open_nofollow(&path, true)?;
-        let start = Instant::now();
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(flock) => return Ok(Lock(flock)),
-                Err((f, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
-                    file = f;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    return Err(anyhow::Error::new(StateBusy(format!(
-                        "{} is held by another process: gave up after {} ms",
-                        path.display(),
-                        wait.as_millis()
-                    ))));
-                }
-                Err((_, e)) => {
-                    return Err(e).with_context(|| format!("failed to lock {}", path.display()));
-                }
+        let file = open_nofollow(&path, true)?;
+        // A blocking flock, interrupted by a one-shot timer: waiters queue in
+        // the kernel instead of polling, and none waits past `wait`.
+        let timed_out = || {
+            anyhow::Error::new(StateBusy(format!(
+                "{} is held by another process: gave up after {} ms",
+                path.display(),
+                wait.as_millis()
+            )))
+        };
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => return Ok(Lock(flock)),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if !wait.is_zero() => f,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(timed_out()),
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("failed to lock {}", path.display()));
             }
+        };
+        let _timer = AlarmTimer::start(wait)?;
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(flock) => Ok(Lock(flock)),
+            Err((_, nix::errno::Errno::EINTR)) => Err(timed_out()),
+            Err((_, e)) => Err(e).with_context(|| format!("failed to lock {}", path.display())),
         }
     }
 
@@ -301,107 +302,137 @@ impl State {
         rec
     }
 
-    /// The record keys whose file names pass `keep`, without reading them.
-    fn keys(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut cache = self.keys.borrow_mut();
-        let all = cache.get_or_insert_with(|| {
-            let Ok(entries) = fs::read_dir(self.ifaces_dir()) else {
-                return Vec::new();
-            };
-            let mut keys: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name();
-                    let key = name.to_str()?.strip_suffix(".json")?;
-                    (!key.starts_with('.')).then(|| key.to_string())
-                })
-                .collect();
-            keys.sort();
-            keys
-        });
-        all.iter().filter(|k| keep(k)).cloned().collect()
+    fn names_dir(&self) -> PathBuf {
+        self.dir.join("names")
     }
 
-    /// Keeps the key listing current after this process wrote or removed one.
-    fn note_key(&self, key: &str, present: bool) {
-        if let Some(keys) = self.keys.borrow_mut().as_mut() {
-            match (keys.binary_search_by(|k| k.as_str().cmp(key)), present) {
-                (Err(i), true) => keys.insert(i, key.to_string()),
-                (Ok(i), false) => {
-                    keys.remove(i);
-                }
-                _ => {}
-            }
-        }
+    fn read_all(&self, keys: impl IntoIterator<Item = String>) -> Vec<Record> {
+        keys.into_iter()
+            .filter_map(|k| self.read_record(&k))
+            .collect()
     }
 
-    fn read_all(&self, keys: Vec<String>) -> Vec<Record> {
-        keys.iter().filter_map(|k| self.read_record(k)).collect()
+    /// The keys in one `ifaces/<mac>/` directory.
+    fn keys_in(&self, mac_dir: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.ifaces_dir().join(mac_dir)) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let hash = name.to_str()?.strip_suffix(".json")?;
+                (!hash.starts_with('.')).then(|| format!("{mac_dir}/{hash}"))
+            })
+            .collect();
+        keys.sort();
+        keys
     }
 
-    /// All readable records, by name.
+    /// All readable records, by name (status, scan, a by-hand `handle`):
+    /// reads every record, so never on an event's path.
     pub fn records(&self) -> Vec<Record> {
-        let mut out = self.read_all(self.keys(|_| true));
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        let dirs = fs::read_dir(self.ifaces_dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let mut out: Vec<Record> = dirs
+            .iter()
+            .flat_map(|d| self.read_all(self.keys_in(d)))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.key().cmp(&b.key())));
         out
     }
 
-    /// The records of a MAC (on any device), and the MAC-less records of
+    /// The records of a MAC (on any device), and the MAC-less record of
     /// `device`: the candidates for "the NIC seen before".
     pub fn records_for_mac(&self, mac: Option<&str>, device: &str) -> Vec<Record> {
-        let nomac = record_key(None, device);
-        let prefix = mac
-            .filter(|m| valid_mac(m))
-            .map(|m| format!("{}-", m.replace(':', "").to_ascii_lowercase()));
-        self.read_all(
-            self.keys(|k| k == nomac || prefix.as_deref().is_some_and(|p| k.starts_with(p))),
-        )
-    }
-
-    /// The records of one physical device.
-    pub fn records_for_device(&self, device: &str) -> Vec<Record> {
-        let suffix = record_key(None, device);
-        let suffix = &suffix["nomac".len()..];
-        self.read_all(self.keys(|k| k.ends_with(suffix)))
-    }
-
-    /// The record of interface `iface`: among its device's records when the
-    /// devpath is known (the one with that name, else the device's only
-    /// record), or by name among all records otherwise (a by-hand `handle`).
-    /// A present record wins over a departed one of the same name.
-    pub fn record_for(&self, iface: &str, devpath: Option<&str>) -> Option<Record> {
-        let mut candidates = match devpath {
-            Some(d) => self.records_for_device(crate::event::device_of(d)),
-            None => self.records(),
+        let mut keys = match mac.filter(|m| valid_mac(m)) {
+            Some(m) => self.keys_in(&mac_dir(Some(m))),
+            None => Vec::new(),
         };
-        let named: Vec<Record> = candidates
-            .iter()
+        keys.push(record_key(None, device));
+        self.read_all(keys)
+    }
+
+    /// The record that has the name `iface` now, from the name index.
+    fn record_named(&self, iface: &str) -> Option<Record> {
+        crate::event::validate_iface(iface).ok()?;
+        let key = read_state_file(&self.names_dir().join(iface), 256)?;
+        let key = key.trim();
+        let valid = key.split_once('/').is_some_and(|(m, h)| {
+            (m == "nomac" || m.bytes().all(|b| b.is_ascii_hexdigit()))
+                && h.len() == 16
+                && h.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        valid
+            .then(|| self.read_record(key))
+            .flatten()
             .filter(|r| r.name == iface)
-            .cloned()
-            .collect();
-        if !named.is_empty() {
-            candidates = named;
-        } else if devpath.is_none() || candidates.len() != 1 {
-            return None;
-        }
-        candidates.sort_by_key(|r| r.departed.is_some());
-        candidates.into_iter().next()
+    }
+
+    /// The record of interface `iface` (on `devpath`'s device, when known):
+    /// the NIC that has that name, or the MAC-less record of the device.
+    pub fn record_for(&self, iface: &str, devpath: Option<&str>) -> Option<Record> {
+        let device = devpath.map(crate::event::device_of);
+        self.record_named(iface)
+            .filter(|r| device.is_none_or(|d| r.device() == d))
+            .or_else(|| {
+                self.read_record(&record_key(None, device?))
+                    .filter(|r| r.name == iface)
+            })
     }
 
     fn save_record(&self, rec: &Record) -> Result<()> {
+        let key = rec.key();
+        let path = self.record_path(&key);
+        if let Some(dir) = path.parent()
+            && fs::symlink_metadata(dir).is_err()
+        {
+            fs::DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+        }
         let text = serde_json::to_string(&rec.to_json())?;
-        write_atomic(&self.record_path(&rec.key()), text.as_bytes(), FILE_MODE)?;
-        self.note_key(&rec.key(), true);
+        write_atomic(&path, text.as_bytes(), FILE_MODE)?;
+        let names = self.names_dir();
+        if fs::symlink_metadata(&names).is_err() {
+            fs::DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(&names)
+                .with_context(|| format!("failed to create {}", names.display()))?;
+        }
+        write_atomic(&names.join(&rec.name), key.as_bytes(), FILE_MODE)
+    }
+
+    fn delete_record(&self, rec: &Record) -> Result<()> {
+        let key = rec.key();
+        let path = self.record_path(&key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("failed to remove {}", path.display()));
+            }
+        }
+        // An empty MAC directory goes too (fails harmlessly when not empty).
+        if let Some(dir) = path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+        self.unname(&rec.name, &key);
         Ok(())
     }
 
-    fn delete_record(&self, key: &str) -> Result<()> {
-        let path = self.record_path(key);
-        self.note_key(key, false);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("failed to remove {}", path.display())),
+    /// The name no longer belongs to record `key` (unless another took it).
+    fn unname(&self, name: &str, key: &str) {
+        let path = self.names_dir().join(name);
+        if read_state_file(&path, 256).is_some_and(|k| k.trim() == key) {
+            let _ = fs::remove_file(path);
         }
     }
 
@@ -425,16 +456,21 @@ impl State {
                 let Some(rec) = &u.present else {
                     return Ok(());
                 };
-                // A NIC now in this device supersedes those that left it.
-                for old in self.records_for_device(rec.device()) {
-                    if old.key() != rec.key() && (old.departed.is_some() || old.name == rec.name) {
-                        self.delete_record(&old.key())?;
+                // A NIC now in this device supersedes the one that had its
+                // name there, and the device's MAC-less record.
+                let stub = self.read_record(&record_key(None, rec.device()));
+                let named = self
+                    .record_named(&rec.name)
+                    .filter(|r| r.device() == rec.device());
+                for old in stub.into_iter().chain(named) {
+                    if old.key() != rec.key() {
+                        self.delete_record(&old)?;
                     }
                 }
                 self.save_record(rec)
             }
             (Action::Remove, Verdict::DeviceRemoved) => match current {
-                Some(r) if same_incarnation(&r) => self.delete_record(&r.key()),
+                Some(r) if same_incarnation(&r) => self.delete_record(&r),
                 _ => Ok(()),
             },
             (Action::Remove, v) if v.is_transient_departure() => {
@@ -468,11 +504,13 @@ impl State {
                 let (Some(mut rec), Some(devpath)) = (current, &u.devpath) else {
                     return Ok(());
                 };
-                let old_key = rec.key();
+                let old = rec.clone();
                 rec.name = u.iface.clone();
                 rec.devpath = devpath.clone();
-                if rec.key() != old_key {
-                    self.delete_record(&old_key)?;
+                if rec.key() != old.key() {
+                    self.delete_record(&old)?;
+                } else {
+                    self.unname(&old.name, &old.key());
                 }
                 self.save_record(&rec)
             }
@@ -537,6 +575,66 @@ impl State {
         }
         let skip = out.len().saturating_sub(n);
         out.split_off(skip)
+    }
+}
+
+/// A one-shot timer whose SIGALRM goes to this thread (handled, without
+/// `SA_RESTART`) and so interrupts its blocking system call; the old
+/// handler is put back on drop (the timer is deleted with it).
+struct AlarmTimer {
+    timer: Option<nix::sys::timer::Timer>,
+    old: nix::sys::signal::SigAction,
+}
+
+extern "C" fn on_alarm(_: nix::libc::c_int) {}
+
+impl AlarmTimer {
+    fn start(after: Duration) -> Result<AlarmTimer> {
+        use nix::sys::signal::{
+            SaFlags, SigAction, SigEvent, SigHandler, SigSet, SigevNotify, Signal, sigaction,
+        };
+        use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
+        let action = SigAction::new(
+            SigHandler::Handler(on_alarm),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        let old = unsafe { sigaction(Signal::SIGALRM, &action) }.context("sigaction")?;
+        let event = SigEvent::new(SigevNotify::SigevThreadId {
+            signal: Signal::SIGALRM,
+            thread_id: nix::unistd::gettid().as_raw(),
+            si_value: 0,
+        });
+        let armed = Timer::new(nix::time::ClockId::CLOCK_MONOTONIC, event).and_then(|mut t| {
+            t.set(
+                Expiration::OneShot(nix::sys::time::TimeSpec::from_duration(after)),
+                TimerSetTimeFlags::empty(),
+            )?;
+            Ok(t)
+        });
+        match armed {
+            Ok(timer) => Ok(AlarmTimer {
+                timer: Some(timer),
+                old,
+            }),
+            Err(e) => {
+                // SAFETY: restores the handler that was there before.
+                let _ = unsafe { sigaction(Signal::SIGALRM, &old) };
+                Err(e).context("timer_create")
+            }
+        }
+    }
+}
+
+impl Drop for AlarmTimer {
+    fn drop(&mut self) {
+        // Delete the timer first: once the old handler (maybe the default,
+        // which terminates) is back, no alarm may come.
+        drop(self.timer.take());
+        // SAFETY: restores the handler that was there before.
+        let _ =
+            unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGALRM, &self.old) };
     }
 }
 
@@ -756,7 +854,7 @@ mod tests {
         };
         // A virtio NIC's device is the PCI function: the same key.
         assert_eq!(r.key(), virtio.key());
-        assert!(r.key().starts_with("020000000005-"), "{}", r.key());
+        assert!(r.key().starts_with("020000000005/"), "{}", r.key());
         let other_mac = Record {
             mac: Some("02:00:00:00:00:06".into()),
             ..sample()
@@ -767,7 +865,7 @@ mod tests {
             ..sample()
         };
         assert_ne!(r.key(), other_slot.key());
-        assert!(record_key(None, r.device()).starts_with("nomac-"));
+        assert!(record_key(None, r.device()).starts_with("nomac/"));
     }
 
     fn update(action: Action, verdict: Verdict, prior: Option<Record>) -> Update {

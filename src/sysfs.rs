@@ -9,6 +9,9 @@ use anyhow::{Context, Result};
 use crate::error::invalid;
 use crate::module::{ModuleState, parse_initstate};
 
+/// The most of one sysfs attribute we read: a page, and then some.
+pub const ATTR_MAX: u64 = 8192;
+
 /// A sysfs mount (or a test tree shaped like one).
 #[derive(Clone, Debug)]
 pub struct Sysfs {
@@ -65,10 +68,21 @@ impl Sysfs {
     }
 
     /// Reads a sysfs attribute, trimmed. `None` when it does not exist.
+    /// Reads at most [`ATTR_MAX`] bytes (a sysfs attribute is at most a
+    /// page), never blocks on a FIFO, and shows bytes that are not UTF-8 as
+    /// U+FFFD: what a value means is for its caller to validate.
     pub fn read_attr(&self, rel: &str) -> Result<Option<String>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(rel);
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
+        let mut bytes = Vec::new();
+        let read = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|f| f.take(ATTR_MAX).read_to_end(&mut bytes));
+        match read {
+            Ok(_) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
             Err(e) if is_gone(&e) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
         }
@@ -112,7 +126,22 @@ impl Sysfs {
             return Ok(None);
         }
         let name = crate::event::iface_of(devpath).to_string();
-        let mac = self.read_attr(&format!("{devpath}/address"))?;
+        let address = format!("{devpath}/address");
+        let mac = self.read_attr(&address)?.and_then(|m| {
+            if crate::state::valid_mac(&m) {
+                Some(m)
+            } else if m.is_empty() {
+                None
+            } else {
+                // Treated as no MAC; never copied whole into a log line.
+                crate::log::warn(&format!(
+                    "ignoring {}: not a link-layer address: {}",
+                    self.show(&address),
+                    crate::error::quote(&m)
+                ));
+                None
+            }
+        });
         let ifindex = self
             .read_attr(&format!("{devpath}/ifindex"))?
             .and_then(|s| s.parse().ok());

@@ -30,9 +30,9 @@ use serde_json::{Value, json};
 
 use crate::actions::{self, Confirm, Taken};
 use crate::clock::{age_ms, boot_ms};
-use crate::config::{Config, Settings};
+use crate::config::{Backend, Config};
 use crate::decision::{Decision, Verdict};
-use crate::error::invalid;
+use crate::error::{invalid, quote};
 use crate::event::{Action, Event};
 use crate::evidence::Evidence;
 use crate::imds::{Attachment, Client, Presence};
@@ -44,8 +44,15 @@ pub const STRANDED_MARGIN_MS: u64 = 30_000;
 /// Job files are a few KiB; anything larger is not one of ours.
 pub const MAX_JOB_BYTES: u64 = 64 * 1024;
 
-/// One unit of work, written by `handle`. It carries the settings `handle`
-/// ran with, so the worker does not depend on how it was started.
+/// The version of the job format this build reads and writes. Format 1 (no
+/// `"format"` key) carried the whole configuration; a job of any other
+/// version is not run (a package upgrade can leave old ones in /run).
+pub const JOB_FORMAT: u64 = 2;
+
+/// One unit of work, written by `handle`: the event, the verdict and the
+/// facts the worker needs. Never an argv, a path or a timeout: the worker
+/// takes those from root's configuration (the same config file, flags and
+/// defaults as the hook), whatever else a job file says.
 #[derive(Clone, Debug)]
 pub struct Job {
     pub id: String,
@@ -62,8 +69,9 @@ pub struct Job {
     pub mac: Option<String>,
     pub driver: Option<String>,
     pub ifindex: Option<u32>,
+    /// The backend kind `handle` chose (its parameters are the worker's).
+    pub backend: Backend,
     pub confirm: Confirm,
-    pub config: Config,
 }
 
 impl Job {
@@ -91,13 +99,14 @@ impl Job {
                 .as_ref()
                 .and_then(|n| n.ifindex)
                 .or(ev.gone_ifindex()),
+            backend: cfg.backend,
             confirm,
-            config: cfg.clone(),
         }
     }
 
     pub fn to_json(&self) -> Value {
         json!({
+            "format": JOB_FORMAT,
             "id": self.id,
             "created_ms": self.created_ms,
             "created_boot_ms": self.created_boot_ms,
@@ -109,25 +118,58 @@ impl Job {
             "mac": self.mac,
             "driver": self.driver,
             "ifindex": self.ifindex,
+            "backend": crate::actions::backend_name(self.backend),
             "confirm": self.confirm.as_str(),
-            "config": self.config.to_json(),
         })
     }
 
     pub fn parse(text: &str) -> Result<Job> {
         let bad = |what: &str| invalid(format!("bad job: {what}"));
         let v: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        if !v.is_object() {
+            return Err(bad("not a JSON object"));
+        }
+        match v.get("format").and_then(Value::as_u64) {
+            Some(JOB_FORMAT) => {}
+            Some(n) => {
+                return Err(bad(&format!(
+                    "unknown format {n} (this build reads {JOB_FORMAT})"
+                )));
+            }
+            None => {
+                return Err(bad(&format!(
+                    "unknown format (no \"format\"; this build reads {JOB_FORMAT})"
+                )));
+            }
+        }
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let need = |k: &str| s(k).ok_or_else(|| bad(&format!("no {k:?}")));
-        let config = v.get("config").ok_or_else(|| bad("no \"config\""))?;
-        let config = Settings::from_json(&config.to_string())
-            .and_then(Settings::resolve)
-            .context("bad job config")?;
+        // What reaches the command's environment is checked as the hook
+        // checks it: a job file is only as good as the state dir it is in.
+        let iface = need("iface")?;
+        crate::event::validate_iface(&iface)?;
+        let devpath = s("devpath");
+        if let Some(d) = &devpath {
+            crate::event::validate_devpath(d)?;
+        }
+        let mac = s("mac");
+        if let Some(m) = &mac
+            && !crate::state::valid_mac(m)
+        {
+            return Err(bad(&format!("invalid mac {}", quote(m))));
+        }
+        let driver = s("driver");
+        if let Some(d) = &driver {
+            crate::event::validate_driver(d)?;
+        }
+        let backend = need("backend")?;
+        let backend = <Backend as clap::ValueEnum>::from_str(&backend, false)
+            .map_err(|_| bad(&format!("unknown backend {}", quote(&backend))))?;
         Ok(Job {
             id: need("id")?,
             created_ms: v.get("created_ms").and_then(Value::as_u64).unwrap_or(0),
             created_boot_ms: v.get("created_boot_ms").and_then(Value::as_u64),
-            iface: need("iface")?,
+            iface,
             action: Action::parse(&need("action")?)?.ok_or_else(|| bad("action"))?,
             verdict: Verdict::parse(&need("verdict")?).ok_or_else(|| bad("verdict"))?,
             reasons: v
@@ -139,15 +181,15 @@ impl Job {
                         .collect()
                 })
                 .unwrap_or_default(),
-            devpath: s("devpath"),
-            mac: s("mac"),
-            driver: s("driver"),
+            devpath,
+            mac,
+            driver,
             ifindex: v
                 .get("ifindex")
                 .and_then(Value::as_u64)
                 .and_then(|i| u32::try_from(i).ok()),
+            backend,
             confirm: Confirm::parse(&need("confirm")?).ok_or_else(|| bad("confirm"))?,
-            config,
         })
     }
 
@@ -157,19 +199,18 @@ impl Job {
         self.created_boot_ms.and_then(|c| age_ms(c, now_boot_ms))
     }
 
-    /// How long after its creation the job may still be started: its own
-    /// confirm timeout plus [`STRANDED_MARGIN_MS`].
-    pub fn deadline_ms(&self) -> u64 {
-        self.config
-            .imds_confirm_timeout_secs
+    /// How long after its creation a job may still be started: the
+    /// configured confirm timeout plus [`STRANDED_MARGIN_MS`].
+    pub fn deadline_ms(cfg: &Config) -> u64 {
+        cfg.imds_confirm_timeout_secs
             .saturating_mul(1000)
             .saturating_add(STRANDED_MARGIN_MS)
     }
 
     /// Too late to run: past [`Job::deadline_ms`], or of unknown age.
-    pub fn past_deadline(&self, now_boot_ms: u64) -> bool {
+    pub fn past_deadline(&self, cfg: &Config, now_boot_ms: u64) -> bool {
         self.age_ms(now_boot_ms)
-            .is_none_or(|age| age > self.deadline_ms())
+            .is_none_or(|age| age > Job::deadline_ms(cfg))
     }
 
     /// The record change for the verdict the worker reached.
@@ -410,7 +451,7 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn to_json(&self, now_boot_ms: u64) -> Value {
+    pub fn to_json(&self, cfg: &Config, now_boot_ms: u64) -> Value {
         let j = self.job.as_ref();
         json!({
             "id": self.id,
@@ -423,8 +464,8 @@ impl Pending {
             "action": j.map(|j| j.action.as_str()),
             "verdict": j.map(|j| j.verdict.as_str()),
             "age_ms": j.and_then(|j| j.age_ms(now_boot_ms)),
-            "deadline_ms": j.map(Job::deadline_ms),
-            "past_deadline": j.map(|j| j.past_deadline(now_boot_ms)),
+            "deadline_ms": j.map(|_| Job::deadline_ms(cfg)),
+            "past_deadline": j.map(|j| j.past_deadline(cfg, now_boot_ms)),
             "error": self.error,
         })
     }
@@ -608,6 +649,22 @@ pub fn confirm(
     if job.confirm == Confirm::None {
         return (Confirmed::Go(job.verdict, None, String::new()), spent);
     }
+    // IMDS is off in root's configuration (whatever the job asked).
+    if !cfg.imds {
+        return (
+            match job.confirm {
+                Confirm::Tiebreak => Confirmed::NoAction(
+                    "IMDS is off (--imds=false): no tie-break, a sysfs unbind".into(),
+                ),
+                _ => Confirmed::Go(
+                    job.verdict,
+                    None,
+                    "IMDS is off (--imds=false): not confirmed".into(),
+                ),
+            },
+            spent,
+        );
+    }
     let give_up_ms = cfg.imds_confirm_timeout_secs.saturating_mul(1000);
     let mut pause = Duration::from_secs(1);
     loop {
@@ -681,7 +738,10 @@ pub fn confirm(
 /// that wrote the job); then resume the state dir's stranded jobs, one at a
 /// time. Returns whether everything its own job needed succeeded. A job
 /// another worker holds, or already finished, is left alone (exit 0).
-pub fn run(job_path: &Path) -> Result<bool> {
+pub fn run(cfg: &Config, job_path: &Path) -> Result<bool> {
+    let state = State::new(&cfg.state_dir);
+    state.ensure()?;
+    in_jobs_dir(&state, job_path)?;
     let file = match claim_own(job_path)? {
         Claim::Ours(f) => f,
         Claim::Held => {
@@ -700,11 +760,32 @@ pub fn run(job_path: &Path) -> Result<bool> {
         }
     };
     let job = file.read()?;
-    let cfg = &job.config;
-    crate::log::init(cfg.log, &cfg.journal_socket, &cfg.syslog_socket);
-    let ok = process(file, &job, Found::Own)?;
+    let ok = process(cfg, file, &job, Found::Own)?;
     sweep(cfg, Sweep::Resume);
     Ok(ok)
+}
+
+/// A worker runs only jobs in its own state dir's `jobs/` (the state dir of
+/// its configuration, which `handle` passed on with `--config` and its
+/// flags): the journal, records and locks it uses are that state dir's.
+fn in_jobs_dir(state: &State, job: &Path) -> Result<()> {
+    let abs = std::path::absolute(job).unwrap_or_else(|_| job.to_path_buf());
+    let parent = abs.parent().unwrap_or(Path::new("/"));
+    let jobs = state.jobs_dir();
+    let same = parent == jobs
+        || matches!(
+            (fs::canonicalize(parent), fs::canonicalize(&jobs)),
+            (Ok(a), Ok(b)) if a == b
+        );
+    if !same {
+        return Err(invalid(format!(
+            "job {} is not in {}: a worker runs only its own state dir's jobs \
+             (pass it --config and --state-dir as the hook had them)",
+            job.display(),
+            jobs.display()
+        )));
+    }
+    Ok(())
 }
 
 /// How a job came to be processed.
@@ -784,9 +865,9 @@ pub fn sweep(cfg: &Config, how: Sweep) -> Swept {
                 continue;
             }
         };
-        if job.past_deadline(boot_ms()) {
+        if job.past_deadline(cfg, boot_ms()) {
             swept.stranded += 1;
-            if let Err(e) = process(file, &job, found) {
+            if let Err(e) = process(cfg, file, &job, found) {
                 crate::log::warn(&format!("{e:#}"));
             }
             continue;
@@ -794,7 +875,7 @@ pub fn sweep(cfg: &Config, how: Sweep) -> Swept {
         swept.resumed += 1;
         match how {
             Sweep::Resume => {
-                if let Err(e) = process(file, &job, found) {
+                if let Err(e) = process(cfg, file, &job, found) {
                     crate::log::warn(&format!("{e:#}"));
                 }
             }
@@ -830,11 +911,10 @@ pub fn sweep(cfg: &Config, how: Sweep) -> Swept {
 
 /// One locked job: run it, or report it stranded if past its deadline.
 /// Returns whether everything it needed succeeded.
-fn process(file: JobFile, job: &Job, found: Found) -> Result<bool> {
-    let cfg = &job.config;
+fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> Result<bool> {
     let state = State::new(&cfg.state_dir);
-    if job.past_deadline(boot_ms()) {
-        report_stranded(&state, file, job, found)?;
+    if job.past_deadline(cfg, boot_ms()) {
+        report_stranded(cfg, &state, file, job, found)?;
         return Ok(false);
     }
     let resumed = found != Found::Own;
@@ -960,8 +1040,13 @@ fn process(file: JobFile, job: &Job, found: Found) -> Result<bool> {
 }
 
 /// A job past its deadline: not run; removed, logged, journaled, counted.
-fn report_stranded(state: &State, file: JobFile, job: &Job, found: Found) -> Result<()> {
-    let cfg = &job.config;
+fn report_stranded(
+    cfg: &Config,
+    state: &State,
+    file: JobFile,
+    job: &Job,
+    found: Found,
+) -> Result<()> {
     let age = job.age_ms(boot_ms());
     let note = format!(
         "{}; deadline {:.0} s (confirm timeout + {:.0} s): not run",
@@ -969,7 +1054,7 @@ fn report_stranded(state: &State, file: JobFile, job: &Job, found: Found) -> Res
             Some(a) => format!("created {:.1} s ago", a as f64 / 1000.0),
             None => "created at an unknown time (in the future, or by an older release)".into(),
         },
-        job.deadline_ms() as f64 / 1000.0,
+        Job::deadline_ms(cfg) as f64 / 1000.0,
         STRANDED_MARGIN_MS as f64 / 1000.0,
     );
     crate::log::event(
@@ -1007,7 +1092,7 @@ fn report_stranded(state: &State, file: JobFile, job: &Job, found: Found) -> Res
         "confirm": job.confirm.as_str(),
         "mac": job.mac,
         "age_ms": age,
-        "deadline_ms": job.deadline_ms(),
+        "deadline_ms": Job::deadline_ms(cfg),
         "note": note,
         "action_taken": Value::Null,
         "ok": false,
@@ -1065,11 +1150,11 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn job_json(dir: &Path, stamp: Option<u64>) -> String {
+    fn job_json(_dir: &Path, stamp: Option<u64>) -> String {
         let mut v = json!({
+            "format": JOB_FORMAT,
             "id": "1-2", "created_ms": 5, "iface": "ens7", "action": "add",
-            "verdict": "new-device", "confirm": "none",
-            "config": {"state_dir": dir, "imds_confirm_timeout_secs": 10},
+            "verdict": "new-device", "backend": "command", "confirm": "none",
         });
         if let Some(s) = stamp {
             v["created_boot_ms"] = json!(s);
@@ -1088,17 +1173,23 @@ mod tests {
     fn deadlines_count_on_the_boot_clock() {
         let dir = tempfile::tempdir().unwrap();
         let job = Job::parse(&job_json(dir.path(), Some(1_000))).unwrap();
-        assert_eq!(job.deadline_ms(), 10_000 + STRANDED_MARGIN_MS);
+        let cfg = crate::config::Settings {
+            imds_confirm_timeout_secs: Some(10),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(Job::deadline_ms(&cfg), 10_000 + STRANDED_MARGIN_MS);
         assert_eq!(job.age_ms(1_500), Some(500));
-        assert!(!job.past_deadline(1_000 + 40_000));
-        assert!(job.past_deadline(1_000 + 40_001));
+        assert!(!job.past_deadline(&cfg, 1_000 + 40_000));
+        assert!(job.past_deadline(&cfg, 1_000 + 40_001));
         // Created "in the future": no age, past any deadline.
         assert_eq!(job.age_ms(999), None);
-        assert!(job.past_deadline(999));
-        // No boot stamp (an older release's job): past its deadline.
+        assert!(job.past_deadline(&cfg, 999));
+        // No boot stamp: past its deadline.
         let old = Job::parse(&job_json(dir.path(), None)).unwrap();
         assert_eq!(old.created_boot_ms, None);
-        assert!(old.past_deadline(1_000));
+        assert!(old.past_deadline(&cfg, 1_000));
         // The stamp survives a round trip.
         let back = Job::parse(&job.to_json().to_string()).unwrap();
         assert_eq!(back.created_boot_ms, Some(1_000));
@@ -1145,6 +1236,46 @@ mod tests {
         };
         f.finish().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn jobs_carry_no_settings_and_a_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job::parse(&job_json(dir.path(), Some(1))).unwrap();
+        let v = job.to_json();
+        assert_eq!(v["format"], JOB_FORMAT);
+        assert_eq!(v["backend"], "command");
+        for key in ["config", "command", "command_timeout_secs", "state_dir"] {
+            assert!(v.get(key).is_none(), "{key} in {v}");
+        }
+        // Another format (or none: format 1 carried the config) is refused.
+        for format in [json!(1), json!(3), json!("2"), Value::Null] {
+            let mut old = v.clone();
+            old["format"] = format.clone();
+            let err = Job::parse(&old.to_string()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("unknown format"),
+                "{format}: {err:#}"
+            );
+        }
+        // Keys it does not know are never read.
+        let mut planted = v.clone();
+        planted["command"] = json!(["/bin/sh", "-c", "touch /tmp/pwned"]);
+        planted["config"] = json!({"command": ["/bin/sh"]});
+        let back = Job::parse(&planted.to_string()).unwrap();
+        assert_eq!(back.to_json(), v);
+        // Values that would reach the command's environment are checked.
+        for (k, bad) in [
+            ("mac", json!("x".repeat(100))),
+            ("driver", json!("..")),
+            ("iface", json!("../x")),
+            ("devpath", json!("/etc/passwd")),
+            ("backend", json!("shell")),
+        ] {
+            let mut j = v.clone();
+            j[k] = bad;
+            assert!(Job::parse(&j.to_string()).is_err(), "{k}");
+        }
     }
 
     #[test]

@@ -280,8 +280,18 @@ fn command_is_started_through_the_template_unit_on_systemd_hosts() {
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
         0o600
     );
-    // Run the worker as the unit would.
-    ok(&t.run(&["worker", "--job", job.to_str().unwrap()], &[]));
+    // Run the worker as the unit would, with root's configuration (the
+    // same command the hook had): the job carries no command.
+    ok(&t.run(
+        &[
+            "--command",
+            script.to_str().unwrap(),
+            "worker",
+            "--job",
+            job.to_str().unwrap(),
+        ],
+        &[],
+    ));
     assert!(
         fs::read_to_string(&out)
             .unwrap()
@@ -346,24 +356,30 @@ fn hung_or_failing_commands_never_block_the_hook() {
 #[test]
 fn worker_refuses_jobs_others_could_write() {
     let t = Tree::new();
-    let job = t.scratch("job.json");
+    fs::create_dir_all(t.state.join("jobs")).unwrap();
+    let job = t.state.join("jobs/1.json");
     fs::write(
         &job,
         format!(
-            r#"{{"id":"1","iface":"ens7","action":"add","verdict":"new-device","confirm":"none",
-                "created_boot_ms":{},
-                "config":{{"backend":"command","command":["/bin/true"],"state_dir":"{}","imds":false}}}}"#,
+            r#"{{"format":2,"id":"1","iface":"ens7","action":"add","verdict":"new-device",
+                "backend":"command","confirm":"none","created_boot_ms":{}}}"#,
             hotplug_hook::clock::boot_ms(),
-            t.state.display()
         ),
     )
     .unwrap();
     fs::set_permissions(&job, fs::Permissions::from_mode(0o666)).unwrap();
-    let o = t.run(&["worker", "--job", job.to_str().unwrap()], &[]);
+    let root = [
+        "--command",
+        "/bin/true",
+        "worker",
+        "--job",
+        job.to_str().unwrap(),
+    ];
+    let o = t.run(&root, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(common::stderr(&o).contains("writable by others"));
     fs::set_permissions(&job, fs::Permissions::from_mode(0o600)).unwrap();
-    ok(&t.run(&["worker", "--job", job.to_str().unwrap()], &[]));
+    ok(&t.run(&root, &[]));
     let w = t.journal().pop().unwrap();
     assert_eq!(w["kind"], "worker");
     assert_eq!(w["action_taken"]["result"], "done");
@@ -412,4 +428,83 @@ fn drop_in_for_cloud_init_hook_hotplug_filters_then_forwards() {
         .find(|e| e["kind"] == "event")
         .unwrap();
     assert_eq!(e["action_taken"]["backend"], "cloud-init");
+}
+
+/// Unit instance names are escaped exactly as `systemd-escape --path` does
+/// (the real binary), and what it refuses we refuse.
+#[test]
+fn unit_instance_names_match_systemd_escape() {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(probe) = std::process::Command::new("systemd-escape")
+        .arg("--version")
+        .output()
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "systemd-escape is missing in CI"
+        );
+        eprintln!("SKIPPED: no systemd-escape (package systemd)");
+        return;
+    };
+    assert!(probe.status.success());
+    let table: &[&[u8]] = &[
+        b"/run/hotplug-hook/jobs/1-2.json",
+        b"/run//hotplug-hook//jobs/1.json",
+        b"//run/x",
+        b"/run/x/",
+        b"/run/x//",
+        b"/",
+        b"//",
+        b".",
+        b"..",
+        b"/run/./x",
+        b"/./run",
+        b"/run/.",
+        b"/run/../x",
+        b"/..",
+        b"/run/..",
+        b"/.hidden/x",
+        b"/x/.y",
+        b"/x/..y",
+        b"/x/...",
+        b"/a b/c",
+        b"/a-b/c~d",
+        b"/a\\b/x",
+        b"/caf\xc3\xa9/\xc3\xbc.json",
+        b"/\xe2\x82\xac/\xf0\x9f\x98\x80",
+        b"/not-utf8/\xff\xfe",
+        b"/x:y_z.json",
+        b"/A/Z/0/9",
+        b"/tab\there/nl\nhere",
+        b"/%i/%f/$x",
+    ];
+    for raw in table {
+        let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+        let real = std::process::Command::new("systemd-escape")
+            .arg("--path")
+            .arg("--")
+            .arg(path)
+            .output()
+            .unwrap();
+        let ours = hotplug_hook::actions::escape_path(path);
+        if real.status.success() {
+            let want = String::from_utf8(real.stdout).unwrap();
+            let want = want.trim_end_matches('\n');
+            assert_eq!(
+                ours.as_deref().map_err(|e| e.to_string()),
+                Ok(want),
+                "{path:?}"
+            );
+            // And the unit's %f gives the path back (simplified).
+            let back = hotplug_hook::actions::unescape_instance(want);
+            let again = hotplug_hook::actions::escape_path(&back).unwrap();
+            assert_eq!(again, want, "{path:?} -> {back:?}");
+        } else {
+            assert!(
+                ours.is_err(),
+                "{path:?}: systemd-escape refuses it ({}), we gave {ours:?}",
+                String::from_utf8_lossy(&real.stderr).trim()
+            );
+        }
+    }
 }

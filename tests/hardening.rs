@@ -9,6 +9,7 @@ use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -343,4 +344,136 @@ fn garbage_job_is_refused_without_side_effects() {
         );
     }
     assert!(!t.state.join("journal.jsonl").exists());
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Everything the hook creates in its state dir is root's alone (files
+/// 0600, directories 0700), whatever the umask: records, journal, lock,
+/// jobs, metrics.json and the IMDS token and listing caches. The Prometheus
+/// textfile, read by node_exporter outside the state dir, stays 0644.
+#[test]
+fn everything_in_the_state_dir_is_0600_or_0700() {
+    let d = ImdsDouble::start(vec![Eni::new("02:a1:b2:c3:d4:07", 0)]);
+    let t = Tree::new();
+    let ens7 = t.ena(7, "ens7", "02:a1:b2:c3:d4:07", 4, ModKind::Loadable);
+    let prom = t.scratch("hotplug_hook.prom");
+    let (path, systemd) = t.fake_systemd("true");
+    let imds = [
+        "--imds".to_string(),
+        "--imds-endpoint".into(),
+        d.endpoint(),
+        "--metrics-file".into(),
+        prom.display().to_string(),
+    ];
+    let mut flags: Vec<&str> = imds.iter().map(String::as_str).collect();
+    flags.extend([
+        systemd[0].as_str(),
+        systemd[1].as_str(),
+        "--command",
+        "/bin/true",
+    ]);
+    let mut c = t.udev_command("add", &ens7, 4, "ena", &flags, &[("PATH", &path)]);
+    // A lax umask must not widen anything.
+    unsafe {
+        c.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+            Ok(())
+        });
+    }
+    ok(&c.output().unwrap());
+    let mut args: Vec<&str> = imds.iter().map(String::as_str).collect();
+    args.extend(["imds", "get", "meta-data/network/interfaces/macs/"]);
+    ok(&t.run(&args, &[]));
+    let mut seen = Vec::new();
+    let mut stack = vec![t.state.clone()];
+    while let Some(dir) = stack.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+                seen.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    for name in [
+        "lock",
+        "journal.jsonl",
+        "metrics.json",
+        "imds-token.json",
+        "imds-macs.json",
+    ] {
+        assert!(seen.iter().any(|s| s == name), "{name} not in {seen:?}");
+    }
+    assert!(
+        seen.iter().any(|s| s.ends_with(".json") && s.contains('-')),
+        "{seen:?}"
+    );
+    assert_eq!(mode(&prom), 0o644);
+}
+
+/// A symlink planted as the IMDS listing cache or as metrics.json is not
+/// followed: skipped with a warning, and replaced, never written through.
+#[test]
+fn planted_symlinks_as_caches_or_counters_are_not_followed() {
+    let d = ImdsDouble::start(vec![Eni::new("02:a1:b2:c3:d4:07", 0)]);
+    let t = Tree::new();
+    let ens7 = t.ena(7, "ens7", "02:a1:b2:c3:d4:07", 4, ModKind::Loadable);
+    ok(&t.udev("add", &ens7, 4, "ena", &[]));
+    // A forged, fresh listing that says an unknown MAC is attached.
+    let forged = t.scratch("forged-macs.json");
+    let doc = serde_json::json!({
+        "endpoint": d.endpoint(),
+        "fetched_boot_ms": hotplug_hook::clock::boot_ms(),
+        "macs": ["02:66:66:66:66:66"],
+    })
+    .to_string();
+    fs::write(&forged, &doc).unwrap();
+    std::os::unix::fs::symlink(&forged, t.state.join("imds-macs.json")).unwrap();
+    let counters = t.scratch("forged-metrics.json");
+    let forged_counts = r#"{"events": {"add new-device": 1000000}}"#;
+    fs::write(&counters, forged_counts).unwrap();
+    fs::remove_file(t.state.join("metrics.json")).unwrap();
+    std::os::unix::fs::symlink(&counters, t.state.join("metrics.json")).unwrap();
+
+    let args = [
+        "--imds",
+        "--imds-endpoint",
+        &d.endpoint(),
+        "--imds-listing-ttl-ms",
+        "600000",
+        "imds",
+        "get",
+        "meta-data/network/interfaces/macs/",
+    ];
+    let o = t.run(&args, &[]);
+    let err = ok(&o);
+    assert_eq!(
+        stdout(&o),
+        "02:a1:b2:c3:d4:07/\n",
+        "the forged listing was used"
+    );
+    assert_eq!(d.listings(), 1, "fetched, not read through the symlink");
+    assert!(
+        err.contains("skipping") && err.contains("imds-macs.json"),
+        "{err}"
+    );
+    assert!(err.contains("metrics.json"), "{err}");
+    // Replaced by files of ours; the targets untouched.
+    for name in ["imds-macs.json", "metrics.json"] {
+        assert!(
+            fs::symlink_metadata(t.state.join(name)).unwrap().is_file(),
+            "{name}"
+        );
+    }
+    assert_eq!(fs::read_to_string(&forged).unwrap(), doc);
+    assert_eq!(fs::read_to_string(&counters).unwrap(), forged_counts);
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(t.state.join("metrics.json")).unwrap()).unwrap();
+    assert!(m["events"].get("add new-device").is_none(), "{m}");
 }

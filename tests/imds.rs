@@ -665,5 +665,58 @@ fn handle_never_calls_imds_itself() {
     let job: Value = serde_json::from_str(&fs::read_to_string(job).unwrap()).unwrap();
     assert_eq!(job["confirm"], "detach");
     assert_eq!(job["mac"], MAC5);
-    assert_eq!(job["config"]["imds_endpoint"], d.endpoint());
+    assert_eq!(job["backend"], "cloud-init");
+    assert!(
+        job.get("config").is_none(),
+        "a job carries no settings: {job}"
+    );
+}
+
+/// What IMDS says reaches the command's environment only when it is what
+/// IMDS sends: a small `device-number` and `network-card-index`, an
+/// `interface-id` of `eni-` and hex. Anything else never gets there.
+#[test]
+fn imds_values_are_validated_before_they_reach_the_command() {
+    let huge = "9".repeat(4000);
+    for (number, card, id) in [
+        ("1; rm -rf /", "0", "eni-0123abcd"),
+        (huge.as_str(), "0", "eni-0123abcd"),
+        ("1", "0; reboot", "eni-../../x"),
+        ("1", &huge, "$(id)"),
+    ] {
+        let mut eni = Eni::new(MAC5, 1);
+        eni.raw = vec![
+            ("device-number".into(), number.into()),
+            ("network-card-index".into(), card.into()),
+            ("interface-id".into(), id.into()),
+        ];
+        let d = ImdsDouble::start(vec![eni]);
+        let t = Tree::new();
+        let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
+        let (script, ran) = recorder(&t);
+        let mut flags = worker_flags(&d, &script);
+        flags.extend(["--imds-confirm-timeout-secs".into(), "1".into()]);
+        handle_all(&t, &[("add".into(), ens5, 2)], &flags);
+        let w = worker_entries(&t, 1, 20).pop().unwrap();
+        let env = fs::read_to_string(ran.join("ens5")).unwrap_or_default();
+        for bad in [number, card, id] {
+            if !["0", "1"].contains(&bad) {
+                assert!(!env.contains(bad), "{bad:?} reached the command: {env}");
+            }
+        }
+        if number == "1" {
+            // A valid device-number: confirmed; the bad optional keys dropped.
+            assert_eq!(w["imds"]["result"], "agreed", "{w}");
+            assert!(env.contains("HOTPLUG_DEVICE_NUMBER=1\n"), "{env}");
+            assert!(!env.contains("HOTPLUG_NETWORK_CARD_INDEX"), "{env}");
+            assert!(!env.contains("HOTPLUG_INTERFACE_ID"), "{env}");
+        } else {
+            // Nothing to confirm with: the command never runs.
+            assert_eq!(w["imds"]["result"], "gave-up", "{w}");
+            assert!(env.is_empty(), "{env}");
+            let note = w["imds"]["note"].as_str().unwrap();
+            assert!(note.contains("not a small integer"), "{w}");
+            assert!(note.len() < 400, "the value is quoted short: {note}");
+        }
+    }
 }

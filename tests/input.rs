@@ -264,3 +264,110 @@ fn unwritable_state_dir_still_handles_the_event() {
     assert!(err.contains("driver-unload"), "{err}");
     assert!(err.contains("warning: failed to create"), "{err}");
 }
+
+/// A sysfs `address` that is not a MAC (1 MiB of it) is no MAC: the event is
+/// handled, and neither the journal nor the log line grows with it.
+#[test]
+fn a_huge_sysfs_address_is_no_mac_and_never_copied_whole() {
+    let t = Tree::new();
+    let devpath = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);
+    t.write(&format!("{devpath}/address"), &"a".repeat(1 << 20));
+    let out = t.udev("add", &devpath, 2, "ena", &[]);
+    let err = ok(&out);
+    let journal = std::fs::read_to_string(t.state.join("journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 1);
+    assert!(journal.len() < 4096, "journal: {} bytes", journal.len());
+    assert!(err.len() < 4096, "stderr: {} bytes", err.len());
+    assert!(err.contains("not a link-layer address"), "{err}");
+    let e = t.journal().pop().unwrap();
+    assert!(e["mac"].is_null(), "{e}");
+    // A colon-separated address longer than 32 bytes is none either.
+    let long = vec!["aa"; 33].join(":");
+    t.write(&format!("{devpath}/address"), &long);
+    let o = t.run(
+        &[
+            "classify",
+            "--json",
+            "--devpath",
+            &devpath,
+            "--action",
+            "add",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&ok_out(o))).unwrap();
+    assert!(v["mac"].is_null(), "{v}");
+}
+
+/// `ID_NET_DRIVER` is a module-like name: `.` and `..` (and anything hidden
+/// or path-like) are refused.
+#[test]
+fn driver_names_like_dot_dot_are_refused() {
+    let t = nitro();
+    for bad in ["..", ".", ".ena", "ena/..", "../ena", "ena x", ""] {
+        let mut env = Tree::udev_env("add", ENS5, 2, "ena");
+        env.retain(|(k, _)| k != "ID_NET_DRIVER");
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("ID_NET_DRIVER", bad));
+        let out = t.run(&["handle"], &env);
+        assert_refused(&t, &out, "invalid ID_NET_DRIVER");
+    }
+    ok(&t.udev("add", ENS5, 2, "virtio_net", &[]));
+    ok(&t.udev("add", ENS5, 2, "mlx5_core", &[]));
+}
+
+/// Error messages quote at most a short, escaped prefix of what they got.
+#[test]
+fn error_messages_quote_a_short_escaped_prefix() {
+    let t = nitro();
+    let long = format!("e\n{}", "x".repeat(100 * 1024));
+    for var in ["INTERFACE", "ID_NET_DRIVER", "IFINDEX", "SEQNUM", "ACTION"] {
+        let mut env = Tree::udev_env("add", ENS5, 2, "ena");
+        env.retain(|(k, _)| k != var);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push((var, &long));
+        let out = t.run(&["handle"], &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}: {err}");
+        assert!(err.len() < 300, "{var}: {} bytes: {err}", err.len());
+        assert!(err.contains("\"e\\nxxx"), "{var}: escaped: {err}");
+        assert!(err.contains('…'), "{var}: cut: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    // A config key is quoted the same way.
+    let cfg = t.scratch("bad.json");
+    std::fs::write(&cfg, format!("{{{:?}: 1}}", "k".repeat(10_000))).unwrap();
+    let out = t.run(&["--config", cfg.to_str().unwrap(), "status"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).len() < 400, "{}", stderr(&out));
+}
+
+/// The state dir must be absolute (udev, the worker unit and a shell run in
+/// different directories), on the command line and in the config file.
+#[test]
+fn a_relative_state_dir_is_a_usage_error() {
+    let t = nitro();
+    let out = t.run(&["--state-dir", "relative/state", "status"], &[]);
+    assert_refused(&t, &out, "state_dir must be an absolute path");
+    let cfg = t.scratch("rel.json");
+    std::fs::write(&cfg, r#"{"state_dir": "state"}"#).unwrap();
+    let mut env = Tree::udev_env("add", ENS5, 2, "ena");
+    env.push(("PWD".into(), "/".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // The Tree passes --state-dir; a config file's relative one alone:
+    let out = Command::new(env!("CARGO_BIN_EXE_hotplug-hook"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(["--config", cfg.to_str().unwrap(), "--log=stderr", "handle"])
+        .output()
+        .unwrap();
+    assert_refused(&t, &out, "state_dir must be an absolute path");
+    assert!(!std::path::Path::new("state").exists());
+}
+
+fn ok_out(o: std::process::Output) -> std::process::Output {
+    ok(&o);
+    o
+}

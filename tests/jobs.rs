@@ -116,6 +116,11 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+fn ok_out(o: std::process::Output) -> std::process::Output {
+    ok(&o);
+    o
+}
+
 fn status_json(t: &Tree) -> Value {
     let o = t.run(&["status", "--json"], &[]);
     ok(&o);
@@ -126,8 +131,13 @@ fn metrics(t: &Tree) -> Value {
     serde_json::from_str(&fs::read_to_string(t.state.join("metrics.json")).unwrap()).unwrap()
 }
 
-fn worker(t: &Tree, job: &Path) -> Command {
-    let mut c = t.command(&["worker", "--job", job.to_str().unwrap()], &[]);
+/// `worker --job FILE` with root's settings `flags` (as `handle` had them:
+/// a worker takes its command, timeouts and IMDS endpoint from its own
+/// configuration, never from the job).
+fn worker(t: &Tree, job: &Path, flags: &[&str]) -> Command {
+    let mut args = flags.to_vec();
+    args.extend(["worker", "--job", job.to_str().unwrap()]);
+    let mut c = t.command(&args, &[]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
@@ -155,7 +165,7 @@ fn a_job_left_by_a_killed_worker_is_resumed_by_the_next_worker_and_runs_once() {
     flags.extend(["--command".into(), script.display().to_string()]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let job = strand(&t, "remove", &ens5, 2, &flags);
-    let mut first = worker(&t, &job).spawn().unwrap();
+    let mut first = worker(&t, &job, &flags).spawn().unwrap();
     wait_until("the worker asked IMDS", || d.listings() >= 1);
     first.kill().unwrap();
     first.wait().unwrap();
@@ -163,19 +173,17 @@ fn a_job_left_by_a_killed_worker_is_resumed_by_the_next_worker_and_runs_once() {
     assert!(runs(&out).is_empty());
     assert_eq!(status_json(&t)["jobs"]["stranded"], 1);
 
-    // IMDS catches up; the next event's worker runs its own job, then ens5's.
+    // IMDS catches up (and lists the new ENI); the next event's worker
+    // runs its own job, then ens5's.
     d.enis(|e| {
         e[0].listed = false;
         e[0].keys = false;
+        e.push(Eni::new(MAC6, 1));
     });
     let ens6 = t.ena(6, "ens6", MAC6, 3, ModKind::Loadable);
-    ok(&t.udev(
-        "add",
-        &ens6,
-        3,
-        "ena",
-        &["--command", script.to_str().unwrap(), "--dispatch", "fork"],
-    ));
+    let mut forked = flags.clone();
+    forked.extend(["--dispatch", "fork"]);
+    ok(&t.udev("add", &ens6, 3, "ena", &forked));
     let w = wait_workers(&t, 2);
     let resumed = w.iter().find(|e| e["iface"] == "ens5").unwrap();
     assert_eq!(resumed["resumed"], true, "{resumed}");
@@ -185,7 +193,7 @@ fn a_job_left_by_a_killed_worker_is_resumed_by_the_next_worker_and_runs_once() {
     assert_eq!(resumed["action_taken"]["result"], "done", "{resumed}");
     assert!(!job.exists());
     // Its worker, started late, finds it done and leaves it alone.
-    let err = ok(&worker(&t, &job).output().unwrap());
+    let err = ok(&worker(&t, &job, &flags).output().unwrap());
     assert!(err.contains("already done"), "{err}");
     let mut ran = runs(&out);
     ran.sort();
@@ -207,7 +215,14 @@ fn scan_resumes_stranded_jobs_through_a_new_worker() {
         4,
         &["--command", script.to_str().unwrap()],
     );
-    let o = t.run(&["--dispatch", "fork", "scan"], &[]);
+    let scan = [
+        "--command",
+        script.to_str().unwrap(),
+        "--dispatch",
+        "fork",
+        "scan",
+    ];
+    let o = t.run(&scan, &[]);
     ok(&o);
     assert!(
         stdout(&o).contains("stranded jobs: 1 resumed, 0 past their deadline"),
@@ -221,7 +236,7 @@ fn scan_resumes_stranded_jobs_through_a_new_worker() {
     assert!(!job.exists());
     assert_eq!(metrics(&t)["resumed_jobs"], 1);
     // Nothing left: a second scan resumes nothing.
-    let o = t.run(&["--dispatch", "fork", "scan"], &[]);
+    let o = t.run(&scan, &[]);
     ok(&o);
     assert!(!stdout(&o).contains("stranded jobs"), "{}", stdout(&o));
     assert_eq!(runs(&out), ["ens7 new-device"]);
@@ -250,14 +265,15 @@ fn a_job_held_by_another_process_is_not_run_by_a_second_worker() {
     assert_eq!(s["jobs"]["pending"], 1, "{s}");
     assert_eq!(s["jobs"]["running"], 1, "{s}");
     assert_eq!(s["jobs"]["stranded"], 0, "{s}");
-    let o = worker(&t, &job).output().unwrap();
+    let root = ["--command", script.to_str().unwrap()];
+    let o = worker(&t, &job, &root).output().unwrap();
     let err = ok(&o);
     assert!(err.contains("being run by another worker"), "{err}");
     assert!(runs(&out).is_empty(), "never run twice at once");
     assert!(job.exists());
     assert!(worker_entries(&t).is_empty());
     // scan leaves it alone too.
-    ok(&t.run(&["--dispatch", "fork", "scan"], &[]));
+    ok(&t.run(&[root[0], root[1], "--dispatch", "fork", "scan"], &[]));
     assert!(runs(&out).is_empty());
     assert!(job.exists());
 
@@ -273,7 +289,7 @@ fn a_job_held_by_another_process_is_not_run_by_a_second_worker() {
         text.contains("jobs pending: 1 (0 held by a running worker, 1 stranded)"),
         "{text}"
     );
-    ok(&worker(&t, &job).output().unwrap());
+    ok(&worker(&t, &job, &root).output().unwrap());
     assert_eq!(runs(&out), ["ens7 new-device"]);
     assert!(!job.exists());
 }
@@ -306,7 +322,12 @@ fn a_stranded_job_past_its_deadline_is_reported_and_not_run() {
     edit_job(&job, |j| {
         j.insert("created_boot_ms".into(), old.into());
     });
-    let s = status_json(&t);
+    // Deadlines come from root's configuration, as `handle` had it.
+    let o = t.run(
+        &["--imds-confirm-timeout-secs", "0", "status", "--json"],
+        &[],
+    );
+    let s: Value = serde_json::from_str(&stdout(&ok_out(o))).unwrap();
     assert_eq!(s["jobs"]["stranded"], 1, "{s}");
     assert_eq!(s["jobs"]["list"][0]["past_deadline"], true, "{s}");
 
@@ -314,6 +335,8 @@ fn a_stranded_job_past_its_deadline_is_reported_and_not_run() {
         &[
             "--dispatch",
             "fork",
+            "--imds-confirm-timeout-secs",
+            "0",
             "--metrics-file",
             prom.to_str().unwrap(),
             "scan",
@@ -385,7 +408,7 @@ fn jobs_created_in_the_future_or_without_a_boot_stamp_are_past_their_deadline() 
         assert_eq!(j["past_deadline"], expect, "{j}");
     }
 
-    ok(&worker(&t, &own).output().unwrap());
+    ok(&worker(&t, &own, &flags).output().unwrap());
     assert_eq!(runs(&out), ["ens7 new-device"]);
     assert!(job_files(&t).is_empty());
     let w = worker_entries(&t);
@@ -405,7 +428,7 @@ fn jobs_created_in_the_future_or_without_a_boot_stamp_are_past_their_deadline() 
     edit_job(&again, |j| {
         j.insert("created_boot_ms".into(), (boot_ms() + 3_600_000).into());
     });
-    let o = worker(&t, &again).output().unwrap();
+    let o = worker(&t, &again, &flags).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(runs(&out), ["ens7 new-device"]);
     assert!(!again.exists());
@@ -424,7 +447,7 @@ fn a_job_removed_while_its_worker_waits_is_not_run() {
     flags.extend(["--command".into(), script.display().to_string()]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let job = strand(&t, "remove", &ens5, 2, &flags);
-    let w = worker(&t, &job).spawn().unwrap();
+    let w = worker(&t, &job, &flags).spawn().unwrap();
     wait_until("the worker asked IMDS", || d.listings() >= 1);
     // Cancelled by hand while IMDS still lags; then IMDS agrees.
     fs::remove_file(&job).unwrap();
@@ -454,7 +477,9 @@ fn a_job_unlinked_before_its_worker_locks_it_is_not_run() {
     );
     // Another worker ran it and removed it before this one started.
     fs::remove_file(&job).unwrap();
-    let o = worker(&t, &job).output().unwrap();
+    let o = worker(&t, &job, &["--command", script.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = ok(&o);
     assert!(err.contains("already done"), "{err}");
     assert!(runs(&out).is_empty());
@@ -473,15 +498,22 @@ fn worker_refuses_symlinked_oversized_and_foreign_jobs() {
         4,
         &["--command", script.to_str().unwrap()],
     );
-    let link = t.scratch("link.json");
+    let root = ["--command", script.to_str().unwrap()];
+    // Outside its state dir's jobs/: not one of its jobs.
+    let outside = t.scratch("job.json");
+    fs::copy(&job, &outside).unwrap();
+    let o = worker(&t, &outside, &root).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not in"), "{}", stderr(&o));
+    let link = t.state.join("jobs/link.json");
     std::os::unix::fs::symlink(&job, &link).unwrap();
-    let o = worker(&t, &link).output().unwrap();
+    let o = worker(&t, &link, &root).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
-    let big = t.scratch("big.json");
+    let big = t.state.join("jobs/big.json");
     fs::write(&big, " ".repeat(70 * 1024)).unwrap();
     fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).unwrap();
-    let o = worker(&t, &big).output().unwrap();
+    let o = worker(&t, &big, &root).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("larger than 65536 bytes"),
@@ -489,7 +521,7 @@ fn worker_refuses_symlinked_oversized_and_foreign_jobs() {
         stderr(&o)
     );
     fs::set_permissions(&job, fs::Permissions::from_mode(0o620)).unwrap();
-    let o = worker(&t, &job).output().unwrap();
+    let o = worker(&t, &job, &root).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(runs(&out).is_empty());
 }
@@ -574,4 +606,70 @@ fn imds_caches_stamped_in_the_future_or_by_the_wall_clock_are_refetched() {
             .unwrap();
     assert!(token["fetched_boot_ms"].as_u64().unwrap() <= boot_ms());
     assert_eq!(token["ttl_secs"], 21600);
+}
+
+/// A job is the event and the verdict, never settings: a job file with a
+/// planted `command` (top level, or in a format-1 `config`) is not obeyed.
+/// The worker runs root's configured command, or, for a job of another
+/// format, nothing.
+#[test]
+fn a_planted_argv_in_a_job_never_runs() {
+    let t = Tree::new();
+    let ens7 = t.ena(7, "ens7", MAC7, 4, ModKind::Loadable);
+    let (script, out) = counter(&t);
+    let planted = t.scratch("planted.sh");
+    let pwned = t.scratch("pwned");
+    fs::write(
+        &planted,
+        format!("#!/bin/sh\ntouch \"{}\"\n", pwned.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o755)).unwrap();
+    let root = ["--command", script.to_str().unwrap()];
+    let job = strand(&t, "add", &ens7, 4, &root);
+    let written: Value = serde_json::from_str(&fs::read_to_string(&job).unwrap()).unwrap();
+    assert_eq!(written["format"], 2, "{written}");
+    for key in ["config", "command", "command_timeout_secs", "state_dir"] {
+        assert!(
+            written.get(key).is_none(),
+            "the job carries {key}: {written}"
+        );
+    }
+    // Rewritten the way whoever could write jobs/ would.
+    let argv = serde_json::json!([planted.to_str().unwrap()]);
+    edit_job(&job, |j| {
+        j.insert("command".into(), argv.clone());
+        j.insert("argv".into(), argv.clone());
+        j.insert(
+            "config".into(),
+            serde_json::json!({"backend": "command", "command": argv.clone(),
+                               "command_timeout_secs": 1}),
+        );
+    });
+    ok(&worker(&t, &job, &root).output().unwrap());
+    assert!(!pwned.exists(), "the planted argv ran");
+    assert_eq!(runs(&out), ["ens7 new-device"], "root's command ran");
+
+    // A job of format 1 (settings inside): not run, reported, removed.
+    let ens8 = t.ena(8, "ens8", "02:a1:b2:c3:d4:08", 5, ModKind::Loadable);
+    let job = strand(&t, "add", &ens8, 5, &root);
+    edit_job(&job, |j| {
+        j.remove("format");
+        j.insert(
+            "config".into(),
+            serde_json::json!({"backend": "command", "command": argv.clone()}),
+        );
+    });
+    let o = worker(&t, &job, &root).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown format"), "{}", stderr(&o));
+    // Stranded, it is reported by the next sweep, with a warning.
+    let o = t.run(&[root[0], root[1], "--dispatch", "fork", "scan"], &[]);
+    ok(&o);
+    assert!(stderr(&o).contains("unknown format"), "{}", stderr(&o));
+    assert!(!job.exists());
+    assert!(!pwned.exists(), "the planted argv ran");
+    assert_eq!(runs(&out), ["ens7 new-device"]);
+    let e = worker_entries(&t).pop().unwrap();
+    assert_eq!(e["result"], "stranded", "{e}");
 }

@@ -353,3 +353,66 @@ fn a_stuck_log_daemon_never_blocks_the_hook() {
         "fell back to stderr"
     );
 }
+
+/// Logging starts before the configuration is loaded: under udev (stderr
+/// goes nowhere) a broken config file still reaches the journal or syslog,
+/// and the hook exits 2.
+#[test]
+fn a_broken_config_is_logged_to_the_journal_and_syslog() {
+    let (t, ens5) = Tree::mid_unload();
+    let bad = t.scratch("broken.json");
+    fs::write(&bad, r#"{"settle_ms": "soon"}"#).unwrap();
+    let (sock, path) = socket(&t, "journal.sock");
+    let out = t.udev(
+        "remove",
+        &ens5,
+        2,
+        "ena",
+        &[
+            "--config",
+            bad.to_str().unwrap(),
+            "--log",
+            "journal",
+            "--journal-socket",
+            &path,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let got = recv_all(&sock);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let f = fields(&got[0]);
+    assert!(
+        f["MESSAGE"].contains("invalid config") && f["MESSAGE"].contains("settle_ms"),
+        "{f:?}"
+    );
+    assert_eq!(f["PRIORITY"], "3");
+    assert_eq!(f["SYSLOG_IDENTIFIER"], "hotplug-hook");
+
+    // Not JSON at all, to syslog.
+    fs::write(&bad, "{ not json").unwrap();
+    let (sock, path) = socket(&t, "syslog.sock");
+    let out = t.udev(
+        "remove",
+        &ens5,
+        2,
+        "ena",
+        &[
+            "--config",
+            bad.to_str().unwrap(),
+            "--log",
+            "syslog",
+            "--syslog-socket",
+            &path,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let got = recv_all(&sock);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let line = String::from_utf8_lossy(&got[0]);
+    assert!(line.starts_with("<27>hotplug-hook["), "{line}");
+    assert!(line.contains("not valid JSON"), "{line}");
+    assert!(
+        t.journal().is_empty(),
+        "nothing handled with a broken config"
+    );
+}

@@ -30,6 +30,9 @@ pub struct Eni {
     pub vanish_after: Option<usize>,
     /// Not visible until this many requests have been served (attach lag).
     pub appear_after: Option<usize>,
+    /// Per-MAC keys answered with this text instead (a hostile or broken
+    /// IMDS): `("device-number", "1; rm -rf /")`.
+    pub raw: Vec<(String, String)>,
 }
 
 impl Eni {
@@ -43,6 +46,7 @@ impl Eni {
             keys: true,
             vanish_after: None,
             appear_after: None,
+            raw: Vec::new(),
         }
     }
 }
@@ -353,6 +357,9 @@ fn route(g: &mut Inner, method: &str, path: &str, headers: &HashMap<String, Stri
         let Some(e) = g.enis.iter().find(|e| e.mac == mac && e.keys && visible(e)) else {
             return text(404, "");
         };
+        if let Some((_, v)) = e.raw.iter().find(|(k, _)| k == key) {
+            return text(200, v);
+        }
         return match key {
             "device-number" => text(200, &e.device_number.to_string()),
             "network-card-index" => match e.network_card_index {

@@ -553,13 +553,19 @@ impl Tree {
         self.records().into_iter().find(|r| r["name"] == iface)
     }
 
-    /// Every readable record, with its file path under `path`.
+    /// Every readable record (`ifaces/<mac>/<device>.json`), with its file
+    /// path under `path`.
     pub fn records(&self) -> Vec<Value> {
         let Ok(rd) = fs::read_dir(self.state.join("ifaces")) else {
             return Vec::new();
         };
-        let mut out: Vec<Value> = rd
+        let files: Vec<fs::DirEntry> = rd
             .flatten()
+            .filter_map(|d| fs::read_dir(d.path()).ok())
+            .flat_map(|rd| rd.flatten())
+            .collect();
+        let mut out: Vec<Value> = files
+            .into_iter()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
             .filter_map(|e| {
                 let mut v: Value =
