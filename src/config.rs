@@ -23,6 +23,16 @@ pub enum Backend {
     Command,
 }
 
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::None => "none",
+            Backend::CloudInit => "cloud-init",
+            Backend::Command => "command",
+        }
+    }
+}
+
 /// How the `command` backend's worker is started outside udevd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Dispatch {
@@ -497,11 +507,7 @@ impl Config {
     /// Every setting as a config-file object: what a worker job carries, so
     /// the worker acts with the settings `handle` had.
     pub fn to_json(&self) -> Value {
-        let backend = match self.backend {
-            Backend::None => "none",
-            Backend::CloudInit => "cloud-init",
-            Backend::Command => "command",
-        };
+        let backend = self.backend.as_str();
         let dispatch = match self.dispatch {
             Dispatch::Auto => "auto",
             Dispatch::Systemctl => "systemctl",

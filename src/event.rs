@@ -228,7 +228,7 @@ pub fn validate_iface(name: &str) -> Result<()> {
 
 /// Lexical checks on a DEVPATH: absolute, under `/devices/`, no empty, `.` or
 /// `..` components, ends in `/net/<name>`. Whether it resolves inside the
-/// sysfs root is checked by [`crate::sysfs::Sysfs::check_devpath`].
+/// sysfs root is checked by [`crate::host::sysfs::Sysfs::check_devpath`].
 pub fn validate_devpath(devpath: &str) -> Result<()> {
     let bad = |why: &str| invalid(format!("invalid DEVPATH {}: {why}", quote(devpath)));
     if devpath.len() > 4096 {

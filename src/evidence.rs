@@ -1,20 +1,18 @@
-//! Gathering evidence: sysfs, module state and our own records, read into an
-//! [`Evidence`] value that [`crate::decision::decide`] classifies. Every fact
-//! is also kept with the path it came from, for `classify`.
+//! Gathering evidence, and nothing else: sysfs, module state and our own
+//! records, read into an [`Evidence`] value that `decision::decide`
+//! classifies. Every fact is also kept with the path it came from, for
+//! `classify`.
 
-use std::thread;
-use std::time::{Duration, Instant};
-
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::decision::{Decision, Outcome, Policy, Verdict, decide};
 use crate::error::invalid;
 use crate::event::{Action, Event, device_of, is_virtual, parent_of};
+use crate::host::module::{ModuleState, module_for_driver};
+use crate::host::sysfs::{Netdev, Slot, Sysfs};
 use crate::imds::{Presence, RequestLog};
-use crate::module::{ModuleState, module_for_driver};
 use crate::state::{Record, State};
-use crate::sysfs::{Netdev, Slot, Sysfs};
+use crate::verdict::Verdict;
 
 /// One observation and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -565,65 +563,4 @@ impl<'a> Gatherer<'a> {
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
-}
-
-/// Settle-window timing.
-#[derive(Clone, Copy, Debug)]
-pub struct SettleWindow {
-    pub window: Duration,
-    pub poll: Duration,
-}
-
-/// Gathers evidence and decides, polling sysfs within the settle window while
-/// the state is not decisive (an unbound parent), and stopping the moment it
-/// is.
-pub fn classify(
-    sysfs: &Sysfs,
-    state: &State,
-    event: &Event,
-    policy: &Policy,
-    settle: SettleWindow,
-) -> Result<(Evidence, Decision)> {
-    let gatherer = Gatherer::new(sysfs, state, event)?;
-    let start = Instant::now();
-    let mut polls = 0u32;
-    let mut seen_unbound = false;
-    loop {
-        let mut ev = gatherer.snapshot()?;
-        polls += 1;
-        ev.seen_unbound = seen_unbound;
-        if polls > 1 {
-            ev.settle = Some(Settle {
-                elapsed_ms: start.elapsed().as_millis() as u64,
-                polls,
-                expired: false,
-            });
-        }
-        match decide(&ev, policy) {
-            Outcome::Decided(d) => return Ok((ev, d)),
-            Outcome::Unsettled(why) => {
-                // Only a look that saw the driver unbound makes a later bound
-                // one a re-bind (a probe under way was bound all along).
-                seen_unbound |= if ev.parent_present {
-                    ev.parent_driver.is_none()
-                } else {
-                    ev.device_driver.is_none()
-                };
-                let elapsed = start.elapsed();
-                if elapsed >= settle.window {
-                    ev.settle = Some(Settle {
-                        elapsed_ms: elapsed.as_millis() as u64,
-                        polls,
-                        expired: true,
-                    });
-                    return match decide(&ev, policy) {
-                        Outcome::Decided(d) => Ok((ev, d)),
-                        Outcome::Unsettled(_) => bail!("no verdict after the settle window: {why}"),
-                    };
-                }
-                crate::log::debug(&format!("poll {polls}: {why}"));
-                thread::sleep(settle.poll.min(settle.window - elapsed));
-            }
-        }
-    }
 }

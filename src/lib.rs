@@ -2,22 +2,29 @@
 //! state and its own records, then exit fast or trigger reconfiguration
 //! outside udev.
 //!
-//! I/O lives at the edges (`sysfs`, `state`, `actions`, `worker`); the
-//! classification in [`decision`] is a pure function of [`evidence::Evidence`].
+//! Data flows one way: `cli` (flags) → `cmd` (one flow per subcommand) →
+//! `settle` → `evidence` (gathering, from `host` and `state`) → `decision`
+//! (the only place a verdict is made) → `state::apply` (the only place a
+//! record changes) and `actions`/`worker` (reconfiguration outside udev).
 
-pub mod actions;
+pub(crate) mod backend;
 pub mod cli;
 pub mod clock;
+mod cmd;
 pub mod config;
 pub mod decision;
+pub mod dispatch;
 pub mod error;
 pub mod event;
-pub mod evidence;
+pub(crate) mod evidence;
+pub(crate) mod host;
 pub mod imds;
+pub(crate) mod jobs;
 pub mod log;
 pub mod metrics;
-pub mod module;
+pub(crate) mod settle;
 pub mod state;
-pub mod sysfs;
 pub mod verdict;
 pub mod worker;
+
+pub use cmd::run;

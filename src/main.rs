@@ -9,7 +9,7 @@ fn main() {
     }));
     let args = hotplug_hook::cli::effective_args(std::env::args_os().collect());
     let cli = hotplug_hook::cli::Cli::parse_from(args);
-    let code = match hotplug_hook::cli::run(cli) {
+    let code = match hotplug_hook::run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hotplug-hook: {err:#}");

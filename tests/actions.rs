@@ -273,7 +273,7 @@ fn command_is_started_through_the_template_unit_on_systemd_hosts() {
         .strip_suffix(".service")
         .unwrap();
     // What the unit's `%f` gives the worker.
-    let job = hotplug_hook::actions::unescape_instance(unit);
+    let job = hotplug_hook::dispatch::unescape_instance(unit);
     assert!(job.starts_with(&t.state), "{job:?}");
     let meta = fs::metadata(&job).unwrap();
     assert_eq!(
@@ -486,7 +486,7 @@ fn unit_instance_names_match_systemd_escape() {
             .arg(path)
             .output()
             .unwrap();
-        let ours = hotplug_hook::actions::escape_path(path);
+        let ours = hotplug_hook::dispatch::escape_path(path);
         if real.status.success() {
             let want = String::from_utf8(real.stdout).unwrap();
             let want = want.trim_end_matches('\n');
@@ -496,8 +496,8 @@ fn unit_instance_names_match_systemd_escape() {
                 "{path:?}"
             );
             // And the unit's %f gives the path back (simplified).
-            let back = hotplug_hook::actions::unescape_instance(want);
-            let again = hotplug_hook::actions::escape_path(&back).unwrap();
+            let back = hotplug_hook::dispatch::unescape_instance(want);
+            let again = hotplug_hook::dispatch::escape_path(&back).unwrap();
             assert_eq!(again, want, "{path:?} -> {back:?}");
         } else {
             assert!(

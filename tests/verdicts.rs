@@ -130,21 +130,15 @@ fn parent_vanishing_during_the_settle_window_is_device_removed() {
     let mutation = t.after(300, |root| {
         std::fs::remove_dir_all(root.join("devices/pci0000:00/0000:00:06.0")).unwrap();
     });
-    let start = Instant::now();
-    ok(&t.udev("remove", &ens6, 3, "ena", &["--settle-ms", "3000"]));
-    let took = start.elapsed();
+    // (When it stops is proven with a fake clock in src/settle.rs.)
+    ok(&t.udev("remove", &ens6, 3, "ena", &["--settle-ms", "30000"]));
     mutation.join().unwrap();
     assert_eq!(t.last_verdict(), "device-removed");
     let e = t.journal().pop().unwrap();
     assert_eq!(e["settle"]["expired"], false, "{e}");
-    assert!(e["settle"]["elapsed_ms"].as_u64().unwrap() >= 200, "{e}");
     assert!(
         e["reasons"].to_string().contains("state settled after"),
         "{e}"
-    );
-    assert!(
-        took.as_millis() < 2500,
-        "stopped early, not at the 3 s window ({took:?})"
     );
 }
 

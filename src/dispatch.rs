@@ -1,11 +1,10 @@
-//! Reconfiguration for `new-device` and `device-removed`: handed to
-//! cloud-init's hotplug FIFO, or to the out-of-udev worker that runs the
-//! configured command. Nothing here blocks udev and nothing goes through a
-//! shell.
+//! How a worker is started outside udev: `systemctl start --no-block` of
+//! the template unit, `systemd-run --no-block`, or a double fork + `setsid`
+//! on hosts without systemd; and what `handle` hands over (a job file, or a
+//! cloud-init FIFO line). Nothing here blocks udev or touches the network.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,82 +12,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, setsid};
-use serde_json::{Value, json};
 
+use crate::backend::{self, Taken, TakenResult};
 use crate::config::{Backend, Config, Dispatch};
-use crate::decision::{Decision, Verdict};
-use crate::event::{Action, Event};
+use crate::decision::{self, Confirm, Decision};
+use crate::event::Event;
 use crate::evidence::Evidence;
-use crate::imds::Attachment;
+use crate::jobs::Job;
 use crate::state::{State, write_atomic};
-use crate::worker::Job;
-
-/// What reconfiguration did, for the log line and the journal.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Taken {
-    pub backend: &'static str,
-    /// `done`, `dispatched`, `skipped` or `failed`.
-    pub result: &'static str,
-    pub detail: String,
-}
-
-impl Taken {
-    pub fn to_json(&self) -> Value {
-        json!({"backend": self.backend, "result": self.result, "detail": self.detail})
-    }
-}
-
-fn taken(backend: &'static str, result: &'static str, detail: String) -> Taken {
-    Taken {
-        backend,
-        result,
-        detail,
-    }
-}
-
-pub fn backend_name(b: Backend) -> &'static str {
-    match b {
-        Backend::None => "none",
-        Backend::CloudInit => "cloud-init",
-        Backend::Command => "command",
-    }
-}
-
-/// What the worker must hear from IMDS before it reconfigures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Confirm {
-    /// Nothing: reconfigure at once.
-    None,
-    /// `device-removed`: the MAC must be detached in IMDS.
-    Detach,
-    /// `new-device`: the MAC must be attached in IMDS.
-    Attach,
-    /// `driver-unbind` whose settle window ran out: detached in IMDS means
-    /// removed after all; attached means a plain unbind (no action).
-    Tiebreak,
-}
-
-impl Confirm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Confirm::None => "none",
-            Confirm::Detach => "detach",
-            Confirm::Attach => "attach",
-            Confirm::Tiebreak => "tiebreak",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Confirm> {
-        [
-            Confirm::None,
-            Confirm::Detach,
-            Confirm::Attach,
-            Confirm::Tiebreak,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
-    }
-}
 
 /// From `handle`, in udev context: decides what reconfiguration an event
 /// needs and starts it without blocking and without touching the network.
@@ -101,127 +32,35 @@ pub fn reconfigure(
     ev: &Evidence,
     decision: &Decision,
 ) -> Option<Taken> {
-    let v = decision.verdict;
-    let unbind_timed_out =
-        v == Verdict::DriverUnbind && ev.settle.as_ref().is_some_and(|s| s.expired);
-    if !v.triggers_reconfig() && !unbind_timed_out {
-        return None;
-    }
+    let needs = decision::confirmation_for(decision, ev)?;
+    let reconfigures = decision.verdict.triggers_reconfig();
     if cfg.backend == Backend::None {
-        return v
-            .triggers_reconfig()
-            .then(|| taken("none", "skipped", "no backend configured".into()));
+        return reconfigures.then(|| {
+            backend::taken(
+                Backend::None,
+                TakenResult::Skipped,
+                "no backend configured".into(),
+            )
+        });
     }
-    let confirm = match (cfg.imds && ev.mac().is_some(), v) {
-        (true, Verdict::DeviceRemoved) => Confirm::Detach,
-        (true, Verdict::NewDevice) => Confirm::Attach,
-        (true, Verdict::DriverUnbind) => Confirm::Tiebreak,
-        (false, Verdict::DriverUnbind) => return None,
-        _ => Confirm::None,
+    let confirm = match (cfg.imds && ev.mac().is_some(), needs) {
+        (true, c) => c,
+        // Without IMDS there is no tie-break: an unbind stays an unbind.
+        (false, Confirm::Tiebreak) => return None,
+        (false, _) => Confirm::None,
     };
-    let backend = backend_name(cfg.backend);
     if cfg.backend == Backend::CloudInit && confirm == Confirm::None {
         // A local, non-blocking FIFO write: fine inside udev.
-        return Some(cloud_init(cfg, event.action, ev.devpath.as_deref()));
+        return Some(backend::cloud_init(
+            cfg,
+            event.action,
+            ev.devpath.as_deref(),
+        ));
     }
     let job = Job::from_event(cfg, event, ev, decision, confirm);
     Some(match dispatch_job(cfg, state, &job) {
-        Ok(detail) => taken(backend, "dispatched", detail),
-        Err(e) => taken(backend, "failed", format!("{e:#}")),
-    })
-}
-
-/// From the worker, once IMDS agrees (or no confirmation was needed): the
-/// job's backend kind, with the FIFO, argv and timeout of the worker's own
-/// configuration (never the job's).
-pub fn trigger(cfg: &Config, job: &Job, attachment: Option<&Attachment>) -> Taken {
-    match job.backend {
-        Backend::None => taken("none", "skipped", "no backend configured".into()),
-        Backend::CloudInit => cloud_init(cfg, job.action, job.devpath.as_deref()),
-        Backend::Command => {
-            let Some(program) = cfg.command.first() else {
-                return taken(
-                    "command",
-                    "failed",
-                    "no command configured (--command, or \"command\" in the config file)".into(),
-                );
-            };
-            let ran =
-                crate::worker::run_command(job, &cfg.command, cfg.command_timeout_secs, attachment);
-            let result = if ran.ok() { "done" } else { "failed" };
-            taken("command", result, format!("{program} {}", ran.describe()))
-        }
-    }
-}
-
-/// The line cloud-init's own `hook-hotplug` writes to its FIFO.
-pub fn cloud_init_line(devpath: &str, action: Action) -> String {
-    format!(
-        " --subsystem=net handle --devpath={devpath} --udevaction={}\n",
-        action.as_str()
-    )
-}
-
-/// Forwards the event to cloud-init's hotplug daemon the way cloud-init's
-/// `hook-hotplug` does: only when cloud-init is ready (its FIFO exists on
-/// systemd hosts; `result.json` exists elsewhere), opening the FIFO
-/// read-write so the open cannot block, and non-blocking so a full pipe
-/// cannot either.
-fn cloud_init(cfg: &Config, action: Action, devpath: Option<&str>) -> Taken {
-    let skip = |detail: String| taken("cloud-init", "skipped", detail);
-    if action == Action::Remove && !cfg.cloud_init_forward_remove {
-        return skip(
-            "remove not forwarded (cloud-init 25.2+ handles add only; set cloud_init_forward_remove)"
-                .into(),
-        );
-    }
-    let fifo = &cfg.cloud_init_fifo;
-    let is_fifo = fs::metadata(fifo).is_ok_and(|m| m.file_type().is_fifo());
-    if cfg.systemd_booted() && !is_fifo {
-        return skip(format!(
-            "cloud-init hotplug is not listening ({} is not a FIFO)",
-            fifo.display()
-        ));
-    }
-    if !cfg.systemd_booted() && !cfg.cloud_init_result.exists() {
-        return skip(format!(
-            "cloud-init has not finished ({} missing)",
-            cfg.cloud_init_result.display()
-        ));
-    }
-    if !is_fifo {
-        return skip(format!("{} is not a FIFO", fifo.display()));
-    }
-    let Some(devpath) = devpath else {
-        return taken("cloud-init", "failed", "no DEVPATH to forward".into());
-    };
-    let line = cloud_init_line(devpath, action);
-    match write_fifo(fifo, &line) {
-        Ok(()) => taken(
-            "cloud-init",
-            "done",
-            format!("wrote {:?} to {}", line.trim_end(), fifo.display()),
-        ),
-        Err(e) => taken("cloud-init", "failed", format!("{e:#}")),
-    }
-}
-
-fn write_fifo(fifo: &Path, line: &str) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(fifo)
-        .with_context(|| format!("failed to open {}", fifo.display()))?;
-    // Re-check on the open file: the path may have been swapped since.
-    if !f.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
-        bail!("{} is not a FIFO", fifo.display());
-    }
-    f.write_all(line.as_bytes()).with_context(|| {
-        format!(
-            "failed to write to {} (is cloud-init reading it?)",
-            fifo.display()
-        )
+        Ok(detail) => backend::taken(cfg.backend, TakenResult::Dispatched, detail),
+        Err(e) => backend::taken(cfg.backend, TakenResult::Failed, format!("{e:#}")),
     })
 }
 
@@ -422,14 +261,6 @@ pub fn unescape_instance(instance: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cloud_init_line_matches_hook_hotplug() {
-        assert_eq!(
-            cloud_init_line("/devices/pci0000:00/0000:00:06.0/net/ens6", Action::Add),
-            " --subsystem=net handle --devpath=/devices/pci0000:00/0000:00:06.0/net/ens6 --udevaction=add\n"
-        );
-    }
 
     #[test]
     fn systemd_path_escaping() {

@@ -2,12 +2,12 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::error::invalid;
-use crate::module::{ModuleState, parse_initstate};
+use crate::host::module::{ModuleState, parse_initstate};
 
 /// The most of one sysfs attribute we read: a page, and then some.
 pub const ATTR_MAX: u64 = 8192;
@@ -47,10 +47,6 @@ fn is_gone(e: &io::Error) -> bool {
 impl Sysfs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Sysfs { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The host path of a sysfs-relative path such as `/class/net/eth0`.
