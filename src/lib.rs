@@ -19,7 +19,7 @@ pub mod event;
 pub(crate) mod evidence;
 pub(crate) mod host;
 pub mod imds;
-pub(crate) mod jobs;
+pub mod jobs;
 pub mod log;
 pub mod metrics;
 pub(crate) mod settle;

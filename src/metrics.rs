@@ -379,6 +379,17 @@ pub fn update(state: &State, prom: Option<&Path>, f: impl FnOnce(&mut Metrics)) 
     update_locked(state, &lock, prom, f)
 }
 
+/// Adds one IMDS client's counters to the state dir's (the client itself
+/// writes nothing).
+pub fn add_imds(state: &State, prom: Option<&Path>, counters: &ImdsCounters) {
+    if counters.is_empty() {
+        return;
+    }
+    if let Err(e) = update(state, prom, |m| m.imds.merge(counters)) {
+        crate::log::warn(&format!("failed to save IMDS counters: {e:#}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

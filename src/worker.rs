@@ -97,7 +97,7 @@ pub fn confirm(
             Confirm::Attach => client.attached(&mac),
             _ => client.detached(&mac),
         };
-        client.flush_metrics(cfg.metrics_file.as_deref());
+        crate::metrics::add_imds(state, cfg.metrics_file.as_deref(), &client.counters);
         spent.attempts += 1;
         spent.requests += client.log.iter().filter(|r| !r.cached).count();
         spent.cached += client.log.iter().filter(|r| r.cached).count();

@@ -3,7 +3,7 @@
 //! accepted is well-formed.
 #![no_main]
 
-use hotplug_hook::{imds, metrics, state, worker};
+use hotplug_hook::{imds, jobs, metrics, state};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,5 +23,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = state::Record::from_json(&text);
     let _ = metrics::Metrics::from_json(&text);
-    let _ = worker::Job::parse(&text);
+    let _ = jobs::Job::parse(&text);
 });

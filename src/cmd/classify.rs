@@ -96,7 +96,7 @@ fn ask_imds(cfg: &Config, state: &State, ev: &mut Evidence, decision: &mut Decis
     } else {
         client.detached(&mac)
     };
-    client.flush_metrics(cfg.metrics_file.as_deref());
+    crate::metrics::add_imds(state, cfg.metrics_file.as_deref(), &client.counters);
     ev.imds = Some(ImdsEvidence {
         mac,
         presence,

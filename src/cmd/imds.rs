@@ -12,7 +12,7 @@ use crate::state::State;
 pub(crate) fn get(cfg: &Config, path: &str) -> Result<i32> {
     let path = crate::imds::metadata_path(path)?;
     let state = State::new(&cfg.state_dir);
-    let mut client = Client::new(cfg.imds_settings(), Some(state));
+    let mut client = Client::new(cfg.imds_settings(), Some(state.clone()));
     let result = if path == crate::imds::MACS_PATH {
         client
             .macs()
@@ -20,7 +20,7 @@ pub(crate) fn get(cfg: &Config, path: &str) -> Result<i32> {
     } else {
         client.get(&path)
     };
-    client.flush_metrics(cfg.metrics_file.as_deref());
+    crate::metrics::add_imds(&state, cfg.metrics_file.as_deref(), &client.counters);
     for r in &client.log {
         log::debug(&format!(
             "{} {} {}",
