@@ -658,7 +658,11 @@ mod tests {
             let err = Settings::from_json(bad)
                 .and_then(Settings::resolve)
                 .unwrap_err();
-            assert_eq!(crate::error::exit_code(&err), 2, "{bad}: {err:#}");
+            assert_eq!(
+                crate::error::exit_code(&err),
+                crate::error::ExitCode::Usage,
+                "{bad}: {err:#}"
+            );
         }
     }
 

@@ -1,19 +1,32 @@
-//! Exit codes and the one error type that maps to "bad input" (exit 2).
+//! Exit codes, and the error types that map to them.
 
 use std::fmt;
 
-/// Handled, whatever the verdict.
-pub const EXIT_OK: i32 = 0;
-/// Internal failure (I/O we could not do, a bug).
-pub const EXIT_FAILURE: i32 = 1;
-/// Usage error or invalid input (bad flag, bad INTERFACE/DEVPATH, bad config).
-pub const EXIT_USAGE: i32 = 2;
-/// The state directory (or a directory in it) is not safe to use: owned by
-/// another user, writable by group or others, or not a directory. The event
-/// was classified and logged; nothing was written or forwarded.
-pub const EXIT_STATE_REFUSED: i32 = 3;
-/// The state lock was held by someone else for longer than the hook waits.
-pub const EXIT_STATE_BUSY: i32 = 4;
+/// How the process ends; `man hotplug-hook` lists the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Handled, whatever the verdict (ignored events and failed
+    /// reconfigurations included: those are logged).
+    Ok = 0,
+    /// Internal failure (I/O we could not do, a bug).
+    Failure = 1,
+    /// Usage error or invalid input (bad flag, bad INTERFACE/DEVPATH, bad
+    /// config); nothing was written.
+    Usage = 2,
+    /// The state directory (or a directory in it) is not safe to use: owned
+    /// by another user, writable by group or others, or not a directory. The
+    /// event was classified and logged; nothing was written or forwarded.
+    StateRefused = 3,
+    /// The state lock was held by someone else for longer than the hook
+    /// waits.
+    StateBusy = 4,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        std::process::ExitCode::from(c as u8)
+    }
+}
 
 /// A state directory we refuse to use. Maps to exit code 3.
 #[derive(Debug)]
@@ -57,15 +70,15 @@ pub fn invalid(msg: impl Into<String>) -> anyhow::Error {
 }
 
 /// The exit code for an error that reached `main`.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     if err.chain().any(|e| e.is::<InvalidInput>()) {
-        EXIT_USAGE
+        ExitCode::Usage
     } else if err.chain().any(|e| e.is::<StateRefused>()) {
-        EXIT_STATE_REFUSED
+        ExitCode::StateRefused
     } else if err.chain().any(|e| e.is::<StateBusy>()) {
-        EXIT_STATE_BUSY
+        ExitCode::StateBusy
     } else {
-        EXIT_FAILURE
+        ExitCode::Failure
     }
 }
 

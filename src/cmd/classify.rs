@@ -11,20 +11,20 @@ use super::{policy, read_event, report, settle};
 use crate::cli::EventArgs;
 use crate::config::Config;
 use crate::decision::{Decision, Outcome, Verdict, decide};
-use crate::error::EXIT_OK;
+use crate::error::ExitCode;
 use crate::evidence::{Evidence, ImdsEvidence};
 use crate::host::sysfs::Sysfs;
 use crate::imds::Client;
 use crate::settle::classify;
 use crate::state::State;
 
-pub(crate) fn run(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<i32> {
+pub(crate) fn run(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<ExitCode> {
     let start = Instant::now();
     let sysfs = Sysfs::new(&cfg.sysfs_root);
     let state = State::new(&cfg.state_dir);
     let Some(event) = read_event(&sysfs, &state, args)? else {
         println!("ignored: not a net add/remove/move event");
-        return Ok(EXIT_OK);
+        return Ok(ExitCode::Ok);
     };
     let (mut ev, mut decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
     if cfg.imds {
@@ -36,7 +36,7 @@ pub(crate) fn run(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<i32> 
         out["evidence"] = ev.facts_json();
         out["imds"] = ev.imds.as_ref().map_or(Value::Null, ImdsEvidence::to_json);
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(EXIT_OK);
+        return Ok(ExitCode::Ok);
     }
     let mut text = format!(
         "{} {}: {}{}\n",
@@ -76,7 +76,7 @@ pub(crate) fn run(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<i32> 
     }
     text.push_str(&format!("decided in {ms:.2} ms\n"));
     print!("{text}");
-    Ok(EXIT_OK)
+    Ok(ExitCode::Ok)
 }
 
 /// Adds IMDS evidence where it can change or qualify the verdict

@@ -13,7 +13,7 @@ use crate::cli::EventArgs;
 use crate::config::Config;
 use crate::decision::Decision;
 use crate::dispatch;
-use crate::error::{EXIT_OK, StateBusy, StateRefused};
+use crate::error::{ExitCode, StateBusy, StateRefused};
 use crate::event::Event;
 use crate::evidence::Evidence;
 use crate::host::sysfs::Sysfs;
@@ -21,12 +21,12 @@ use crate::log;
 use crate::settle::classify;
 use crate::state::{State, now_ms};
 
-pub(crate) fn run(cfg: &Config, args: &EventArgs) -> Result<i32> {
+pub(crate) fn run(cfg: &Config, args: &EventArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let sysfs = Sysfs::new(&cfg.sysfs_root);
     let state = State::new(&cfg.state_dir);
     let Some(event) = read_event(&sysfs, &state, args)? else {
-        return Ok(EXIT_OK);
+        return Ok(ExitCode::Ok);
     };
     let (ev, decision) = classify(&sysfs, &state, &event, &policy(cfg), settle(cfg))?;
     // A state dir we refuse (another user's, or writable by others): the
@@ -82,7 +82,7 @@ pub(crate) fn run(cfg: &Config, args: &EventArgs) -> Result<i32> {
     );
     match failed {
         Some(e) => Err(e),
-        None => Ok(EXIT_OK),
+        None => Ok(ExitCode::Ok),
     }
 }
 

@@ -4,12 +4,12 @@
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::error::EXIT_OK;
+use crate::error::ExitCode;
 use crate::imds::{Client, Fetched};
 use crate::log;
 use crate::state::State;
 
-pub(crate) fn get(cfg: &Config, path: &str) -> Result<i32> {
+pub(crate) fn get(cfg: &Config, path: &str) -> Result<ExitCode> {
     let path = crate::imds::metadata_path(path)?;
     let state = State::new(&cfg.state_dir);
     let mut client = Client::new(cfg.imds_settings(), Some(state.clone()));
@@ -40,7 +40,7 @@ pub(crate) fn get(cfg: &Config, path: &str) -> Result<i32> {
             if !body.ends_with('\n') {
                 println!();
             }
-            Ok(EXIT_OK)
+            Ok(ExitCode::Ok)
         }
         Fetched::Absent => anyhow::bail!("{}{path}: not found (404)", cfg.imds_endpoint),
     }

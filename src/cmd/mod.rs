@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use crate::cli::{Cli, Cmd, EventArgs, ImdsCmd};
 use crate::config::{Config, Settings};
 use crate::decision::{Decision, Policy, Verdict};
+use crate::error::ExitCode;
 use crate::error::invalid;
-use crate::error::{EXIT_FAILURE, EXIT_OK};
 use crate::event::{self, Action, Event, Parsed};
 use crate::evidence::Evidence;
 use crate::host::module::ModuleState;
@@ -29,7 +29,7 @@ use crate::settle::SettleWindow;
 use crate::state::{Record, State, Update, now_ms};
 
 /// Runs the parsed command line; returns the exit code for success paths.
-pub fn run(cli: Cli) -> Result<i32> {
+pub fn run(cli: Cli) -> Result<ExitCode> {
     log::set_verbosity(cli.verbose);
     // Logging first, from the defaults and the flags: under udev stderr goes
     // nowhere, and a configuration file that cannot be loaded (exit 2) must
@@ -53,14 +53,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "hotplug-hook", &mut std::io::stdout());
-            Ok(EXIT_OK)
+            Ok(ExitCode::Ok)
         }
         Cmd::Imds {
             command: ImdsCmd::Get { path },
         } => imds::get(&cfg, path),
         Cmd::Worker { job } => {
             let ok = worker::run(&cfg, job)?;
-            Ok(if ok { EXIT_OK } else { EXIT_FAILURE })
+            Ok(if ok { ExitCode::Ok } else { ExitCode::Failure })
         }
     }
 }

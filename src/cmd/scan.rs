@@ -7,13 +7,13 @@ use anyhow::Result;
 use super::update_for;
 use crate::config::Config;
 use crate::decision::Verdict;
-use crate::error::EXIT_OK;
+use crate::error::ExitCode;
 use crate::event::{self, Action, Event};
 use crate::host::sysfs::Sysfs;
 use crate::state::State;
 use crate::worker;
 
-pub(crate) fn run(cfg: &Config) -> Result<i32> {
+pub(crate) fn run(cfg: &Config) -> Result<ExitCode> {
     let sysfs = Sysfs::new(&cfg.sysfs_root);
     let state = State::new(&cfg.state_dir);
     state.ensure()?;
@@ -57,5 +57,5 @@ pub(crate) fn run(cfg: &Config) -> Result<i32> {
             swept.resumed, swept.stranded
         );
     }
-    Ok(EXIT_OK)
+    Ok(ExitCode::Ok)
 }

@@ -5,10 +5,10 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::error::EXIT_OK;
+use crate::error::ExitCode;
 use crate::state::State;
 
-pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
+pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCode> {
     let state = State::new(&cfg.state_dir);
     let m = crate::metrics::load(&state);
     let journal = state.journal_tail(entries);
@@ -30,7 +30,7 @@ pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
             "journal": journal,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(EXIT_OK);
+        return Ok(ExitCode::Ok);
     }
     let mut text = format!("state dir: {}\n", cfg.state_dir.display());
     text.push_str(&format!(
@@ -126,5 +126,5 @@ pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<i32> {
         ));
     }
     print!("{text}");
-    Ok(EXIT_OK)
+    Ok(ExitCode::Ok)
 }
