@@ -12,7 +12,7 @@ pub mod cli;
 pub mod clock;
 mod cmd;
 pub mod config;
-pub mod decision;
+pub(crate) mod decision;
 pub mod dispatch;
 pub mod error;
 pub mod event;
@@ -25,6 +25,6 @@ pub mod metrics;
 pub(crate) mod settle;
 pub mod state;
 pub mod verdict;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use cmd::run;

@@ -29,7 +29,7 @@ use crate::state::{State, now_ms};
 mod sweep;
 
 use sweep::report_stranded;
-pub use sweep::{Sweep, Swept, sweep};
+pub use sweep::{Sweep, sweep};
 
 /// The outcome of waiting for IMDS.
 #[derive(Clone, Debug, PartialEq)]

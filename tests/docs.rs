@@ -81,7 +81,7 @@ fn man_page_documents_every_subcommand_and_flag() {
             missing.extend(flags_missing(s));
         }
     }
-    for v in hotplug_hook::decision::Verdict::ALL {
+    for v in hotplug_hook::verdict::Verdict::ALL {
         if !man.contains(&format!(".B {}", v.as_str())) {
             missing.push(v.as_str().to_string());
         }
