@@ -24,7 +24,7 @@ install:
 	install -d $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man8
 	sed 's|/usr/libexec/hotplug-hook|$(LIBEXECDIR)/hotplug-hook|' udev-rules/90-hotplug-hook.rules \
 		> $(DESTDIR)$(UDEVRULESDIR)/90-hotplug-hook.rules
-	for u in hotplug-hook-worker@.service hotplug-hook-scan.service; do \
+	for u in hotplug-hook-worker@.service hotplug-hook-scan.service hotplug-hook-reconcile.service; do \
 		sed 's|/usr/libexec/hotplug-hook|$(LIBEXECDIR)/hotplug-hook|' systemd/$$u \
 			> $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
 	done
@@ -41,6 +41,7 @@ uninstall:
 		$(DESTDIR)$(UDEVRULESDIR)/90-hotplug-hook.rules \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/hotplug-hook-worker@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/hotplug-hook-scan.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/hotplug-hook-reconcile.service \
 		$(DESTDIR)$(MANDIR)/man8/hotplug-hook.8 \
 		$(DESTDIR)$(DATADIR)/bash-completion/completions/hotplug-hook \
 		$(DESTDIR)$(DATADIR)/zsh/vendor-completions/_hotplug-hook \

@@ -3,9 +3,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{SETTINGS, Setting, Settings};
 use crate::event::Overrides;
 
 /// Tells a real NIC removal from a driver reload, unbind or netns move, and
@@ -16,7 +16,10 @@ use crate::event::Overrides;
     version,
     about,
     max_term_width = 100,
-    args_override_self = true
+    args_override_self = true,
+    mut_subcommands = with_settings,
+    after_help = "Settings go before or after the command; `hotplug-hook <command> --help` \
+                  lists the ones it uses. Each is also a config-file key (`-` → `_`)."
 )]
 pub struct Cli {
     /// JSON config file [default: /etc/hotplug-hook/config.json if present]
@@ -25,15 +28,69 @@ pub struct Cli {
     /// More detail on stderr
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Every setting given, before the subcommand or after it (see the
+    /// `FromArgMatches` impl below). Must come before `command`, which
+    /// takes the subcommand's matches away.
     #[command(flatten)]
     pub settings: Settings,
     #[command(subcommand)]
     pub command: Cmd,
 }
 
+/// Gives a subcommand every setting, listing in its help only the ones it
+/// uses ([`crate::config::Setting::used_by`]) and accepting the others
+/// hidden, as when they were global: a setting works before or after any
+/// subcommand, and `handle` passes any of them on to its worker. Deferred:
+/// only the subcommand that runs is given them.
+fn with_settings(sub: Command) -> Command {
+    sub.defer(|sub| {
+        let name = sub.get_name().to_string();
+        let shown = |s: &Setting| s.used_by(&name);
+        sub.args(setting_args(shown))
+            // `imds get`: its parent's settings.
+            .mut_subcommands(|get| get.args(setting_args(shown)))
+    })
+}
+
+/// Every setting's argument, listed in help where `shown` says.
+fn setting_args(shown: impl Fn(&Setting) -> bool) -> Vec<clap::Arg> {
+    SETTINGS.iter().map(|s| s.arg(shown(s))).collect()
+}
+
+/// Before the subcommand: every setting, listed in the top-level help.
+impl Args for Settings {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.args(setting_args(|_| true))
+    }
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for Settings {
+    /// The settings given before the subcommand, overlaid by those given
+    /// after it (and after `imds get`): the last one given wins.
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut s = Settings::from_matches(m);
+        let mut m = m;
+        while let Some((_, sub)) = m.subcommand() {
+            s = s.overlay(Settings::from_matches(sub));
+            m = sub;
+        }
+        Ok(s)
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = std::mem::take(self).overlay(Self::from_arg_matches(m)?);
+        Ok(())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Handle one net event (udev RUN mode; flags override the udev environment)
+    #[command(
+        after_help = "Settings its worker uses (--imds-*...) are accepted too, and passed on to it."
+    )]
     Handle(EventArgs),
     /// Classify an event without side effects and show the evidence
     Classify {
@@ -45,6 +102,13 @@ pub enum Cmd {
     },
     /// Record every present interface (run at boot, before events arrive)
     Scan,
+    /// Forward NIC events that were missed: present NICs never configured,
+    /// recorded NICs gone and no longer in IMDS; resume stranded jobs
+    Reconcile {
+        /// Print the plan, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Instance metadata, through the same cached, counted client
     Imds {
         #[command(subcommand)]
@@ -71,73 +135,6 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         job: PathBuf,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invoked_as_hook_hotplug_is_a_cloud_init_handle() {
-        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(
-            effective_args(args(&["/usr/lib/cloud-init/hook-hotplug"])),
-            args(&[
-                "/usr/lib/cloud-init/hook-hotplug",
-                "--backend",
-                "cloud-init",
-                "handle"
-            ])
-        );
-        assert_eq!(
-            effective_args(args(&["hook-hotplug", "-v"])),
-            args(&["hook-hotplug", "--backend", "cloud-init", "-v", "handle"])
-        );
-        let plain = args(&["/usr/libexec/hotplug-hook", "scan"]);
-        assert_eq!(effective_args(plain.clone()), plain);
-    }
-
-    /// What `handle` passes a worker gives it the same settings.
-    #[test]
-    fn settings_round_trip_through_worker_args() {
-        let argv = [
-            "hotplug-hook",
-            "--state-dir",
-            "/s",
-            "--command",
-            "/bin/x",
-            "--command",
-            "two words",
-            "--handle-virtual",
-            "--imds=false",
-            "--backend",
-            "cloud-init",
-            "--dispatch",
-            "systemd-run",
-            "--settle-ms",
-            "7",
-            "--log",
-            "journal",
-            "--metrics-file",
-            "/m.prom",
-            "scan",
-        ];
-        let cli = Cli::parse_from(argv);
-        let mut again: Vec<OsString> = vec!["hotplug-hook".into()];
-        again.extend(cli.settings.to_args());
-        again.push("scan".into());
-        let back = Cli::parse_from(again);
-        assert_eq!(
-            format!("{:?}", back.settings),
-            format!("{:?}", cli.settings)
-        );
-    }
-
-    #[test]
-    fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,3 +198,6 @@ pub fn effective_args(argv: Vec<OsString>) -> Vec<OsString> {
     out.push("handle".into());
     out
 }
+
+#[cfg(test)]
+mod tests;

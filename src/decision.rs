@@ -5,6 +5,7 @@ use crate::event::Action;
 use crate::evidence::Evidence;
 use crate::host::module::ModuleState;
 use crate::imds::Presence;
+use crate::scope::{InScope, Nic, Scope};
 pub use crate::verdict::Verdict;
 
 /// A verdict and why.
@@ -15,10 +16,12 @@ pub struct Decision {
 }
 
 /// The knobs the decision depends on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Policy {
     pub handle_virtual: bool,
     pub return_window_ms: u64,
+    /// Which NICs are ours (`manage`/`ignore`).
+    pub scope: Scope,
 }
 
 /// A decision, or "not decisive yet: look again" (only for an unbound parent
@@ -36,6 +39,13 @@ fn done(verdict: Verdict, mut reasons: Vec<String>, settle_note: Option<String>)
 
 /// Classifies an event from its evidence.
 pub fn decide(ev: &Evidence, policy: &Policy) -> Outcome {
+    let not_a_nic = ev.virtual_dev && !policy.handle_virtual;
+    if ev.action != Action::Move
+        && !not_a_nic
+        && let Some(why) = out_of_scope(ev, policy)
+    {
+        return done(Verdict::Unmanaged, vec![why], None);
+    }
     match ev.action {
         Action::Move => done(
             Verdict::Renamed,
@@ -48,6 +58,25 @@ pub fn decide(ev: &Evidence, policy: &Policy) -> Outcome {
         ),
         Action::Add => decide_add(ev, policy),
         Action::Remove => decide_remove(ev, policy),
+    }
+}
+
+/// Why a NIC is not ours, if a selector says so from what the hook knows
+/// (its name, driver, MAC, and a device-number recorded earlier). One that
+/// only the device-number can decide is left to the worker.
+fn out_of_scope(ev: &Evidence, policy: &Policy) -> Option<String> {
+    if policy.scope.is_empty() {
+        return None;
+    }
+    let nic = Nic {
+        ifname: &ev.iface,
+        driver: ev.driver.as_deref(),
+        mac: ev.mac(),
+        device_number: ev.record.as_ref().and_then(|r| r.device_number),
+    };
+    match policy.scope.judge(&nic) {
+        InScope::Unmanaged(why) => Some(format!("{}: {why}", ev.iface)),
+        InScope::Managed | InScope::NeedsDeviceNumber => None,
     }
 }
 
@@ -403,6 +432,21 @@ pub fn confirm(how: Confirm, mac: &str, presence: &Presence) -> Confirmation {
             a.device_number
         )),
         (_, Presence::Unknown(e)) => Confirmation::Wait(format!("IMDS could not tell: {e}")),
+    }
+}
+
+/// After IMDS answered, in the worker: why a NIC is out of scope, now that
+/// its device-number is known (from IMDS at attach, or recorded then). One
+/// whose device-number is still unknown is left alone when a selector needs
+/// it: a NIC is touched only when it is known to be ours.
+pub fn unmanaged_after_imds(scope: &Scope, nic: &Nic) -> Option<String> {
+    match scope.judge(nic) {
+        InScope::Managed => None,
+        InScope::Unmanaged(why) => Some(format!("{}: {why}", nic.ifname)),
+        InScope::NeedsDeviceNumber => Some(format!(
+            "{}: a selector needs its device-number, which is not known: left alone",
+            nic.ifname
+        )),
     }
 }
 

@@ -196,17 +196,36 @@ impl Job {
     }
 
     /// The record change for the verdict the worker reached.
-    pub(crate) fn update(&self, verdict: Verdict, state: &State) -> crate::state::Update {
-        let prior = self
-            .mac
-            .as_deref()
-            .zip(self.devpath.as_deref())
-            .and_then(|(mac, d)| {
-                state
-                    .records_for_mac(Some(mac), crate::event::device_of(d))
-                    .into_iter()
-                    .find(|r| r.has_mac(mac) && r.device() == crate::event::device_of(d))
-            });
+    /// The NIC's record (by MAC and device), if any.
+    pub(crate) fn record(&self, state: &State) -> Option<crate::state::Record> {
+        let (mac, devpath) = self.mac.as_deref().zip(self.devpath.as_deref())?;
+        let device = crate::event::device_of(devpath);
+        state
+            .records_for_mac(Some(mac), device)
+            .into_iter()
+            .find(|r| r.has_mac(mac) && r.device() == device)
+    }
+
+    /// The record change for the verdict the worker reached; for an attach
+    /// IMDS confirmed, the device-number it learnt goes into the record.
+    pub(crate) fn update(
+        &self,
+        verdict: Verdict,
+        state: &State,
+        device_number: Option<u32>,
+    ) -> crate::state::Update {
+        let prior = self.record(state);
+        let present = match (self.action, verdict, device_number, &prior) {
+            (Action::Add, Verdict::NewDevice | Verdict::Unmanaged, Some(n), Some(r))
+                if r.departed.is_none() =>
+            {
+                Some(crate::state::Record {
+                    device_number: Some(n),
+                    ..r.clone()
+                })
+            }
+            _ => None,
+        };
         crate::state::Update {
             action: self.action,
             verdict,
@@ -214,7 +233,7 @@ impl Job {
             old_iface: None,
             devpath: self.devpath.clone(),
             ifindex: self.ifindex,
-            present: None,
+            present,
             prior,
             driver: self.driver.clone(),
             module: None,

@@ -22,6 +22,7 @@ pub mod imds;
 pub mod jobs;
 pub mod log;
 pub mod metrics;
+pub(crate) mod scope;
 pub(crate) mod settle;
 pub mod state;
 pub mod verdict;

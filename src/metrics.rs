@@ -16,14 +16,176 @@ pub const DECISION_BUCKETS: [f64; 11] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Upper bounds (seconds) of the IMDS request-latency histogram's buckets:
+/// 1 ms (a cached answer from a healthy IMDS) to 5 s (past any deadline).
+pub const IMDS_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// How one IMDS request ended: the `outcome` label of
+/// `hotplug_hook_imds_request_duration_seconds`, a fixed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// HTTP 200.
+    Ok,
+    /// HTTP 404: the key does not exist (a detached ENI's keys).
+    Absent,
+    /// HTTP 429.
+    Throttled,
+    /// Any other status (401, 3xx, 5xx...), or no usable answer: connection
+    /// refused or reset, a malformed response, a refused body.
+    Error,
+    /// Connect or read timeout.
+    Timeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::Absent,
+        Outcome::Throttled,
+        Outcome::Error,
+        Outcome::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Absent => "absent",
+            Outcome::Throttled => "throttled",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+
+    /// From the HTTP status (None: none received), and whether the exchange
+    /// timed out.
+    pub fn of(status: Option<u16>, timed_out: bool) -> Outcome {
+        match status {
+            Some(200) => Outcome::Ok,
+            Some(404) => Outcome::Absent,
+            Some(429) => Outcome::Throttled,
+            Some(_) => Outcome::Error,
+            None if timed_out => Outcome::Timeout,
+            None => Outcome::Error,
+        }
+    }
+}
+
+/// One histogram series: per-bucket (not cumulative) counts over
+/// [`IMDS_BUCKETS`] plus +Inf, their sum and count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn fix(&mut self) {
+        if self.buckets.len() != IMDS_BUCKETS.len() + 1 {
+            self.buckets = vec![0; IMDS_BUCKETS.len() + 1];
+        }
+    }
+
+    pub fn observe(&mut self, seconds: f64) {
+        self.fix();
+        let i = IMDS_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(IMDS_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        self.fix();
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_seconds += other.sum_seconds;
+        self.count += other.count;
+    }
+
+    /// Cumulative counts, one per bound plus +Inf (the `_bucket` series).
+    pub fn cumulative(&self) -> Vec<u64> {
+        let mut total = 0;
+        (0..=IMDS_BUCKETS.len())
+            .map(|i| {
+                total += self.buckets.get(i).copied().unwrap_or(0);
+                total
+            })
+            .collect()
+    }
+
+    fn to_json(&self) -> Value {
+        let mut h = self.clone();
+        h.fix();
+        json!({
+            "buckets": h.buckets,
+            "sum_seconds": self.sum_seconds,
+            "count": self.count,
+        })
+    }
+
+    /// Buckets of another length (another release's bounds) read as zero.
+    fn from_value(v: &Value) -> Histogram {
+        let buckets: Vec<u64> = v
+            .get("buckets")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .filter(|b: &Vec<u64>| b.len() == IMDS_BUCKETS.len() + 1)
+            .unwrap_or_default();
+        if buckets.is_empty() {
+            return Histogram::default();
+        }
+        Histogram {
+            count: buckets.iter().sum(),
+            buckets,
+            sum_seconds: v.get("sum_seconds").and_then(Value::as_f64).unwrap_or(0.0),
+        }
+    }
+}
+
+/// The `q` quantile (0..1) of the observations in `buckets` (per-bucket
+/// counts over [`IMDS_BUCKETS`] plus +Inf), interpolated linearly within
+/// its bucket as Prometheus' `histogram_quantile` does; an answer in the
+/// +Inf bucket is the highest finite bound. None without observations.
+pub fn quantile(q: f64, buckets: &[u64]) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, n) in buckets.iter().enumerate() {
+        if *n > 0 && (below + n) as f64 >= rank {
+            let Some(upper) = IMDS_BUCKETS.get(i) else {
+                return IMDS_BUCKETS.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { IMDS_BUCKETS[i - 1] };
+            return Some(lower + (upper - lower) * (rank - below as f64) / *n as f64);
+        }
+        below += n;
+    }
+    IMDS_BUCKETS.last().copied()
+}
+
 /// Counters of IMDS use.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImdsCounters {
     /// Requests by `"<kind> <status>"`, e.g. `"token 200"`, `"macs 429"`,
     /// `"mac-key error"` (no HTTP status: reset, timeout, refused).
     pub requests: BTreeMap<String, u64>,
+    /// Total time and number of requests, all outcomes (kept from the
+    /// release that had no histogram).
     pub latency_ms_sum: f64,
     pub latency_count: u64,
+    /// Request durations by [`Outcome`] name.
+    pub latency: BTreeMap<String, Histogram>,
+    /// HTTP 429 answers.
+    pub throttled: u64,
     /// Served from the state dir's cache, by kind (`token`, `macs`).
     pub cache_hits: BTreeMap<String, u64>,
     pub retries: u64,
@@ -70,11 +232,32 @@ impl ImdsCounters {
         *self == ImdsCounters::default()
     }
 
-    pub fn request(&mut self, kind: &str, status: Option<u16>, latency_ms: f64) {
-        let status = status.map_or("error".to_string(), |s| s.to_string());
-        bump(&mut self.requests, format!("{kind} {status}"), 1);
+    /// Counts one request of path `kind` that got `status` (None: no
+    /// answer; `timed_out` tells a timeout from other failures) in
+    /// `latency_ms`.
+    pub fn request(&mut self, kind: &str, status: Option<u16>, timed_out: bool, latency_ms: f64) {
+        let outcome = Outcome::of(status, timed_out);
+        let label = status.map_or("error".to_string(), |s| s.to_string());
+        bump(&mut self.requests, format!("{kind} {label}"), 1);
         self.latency_ms_sum += latency_ms;
         self.latency_count += 1;
+        self.latency
+            .entry(outcome.as_str().to_string())
+            .or_default()
+            .observe(latency_ms / 1000.0);
+        if outcome == Outcome::Throttled {
+            self.throttled += 1;
+        }
+    }
+
+    /// Per-bucket counts of all outcomes together.
+    pub fn latency_buckets(&self) -> Vec<u64> {
+        let mut all = Histogram::default();
+        for h in self.latency.values() {
+            all.merge(h);
+        }
+        all.fix();
+        all.buckets
     }
 
     pub fn cache_hit(&mut self, kind: &str) {
@@ -92,8 +275,12 @@ impl ImdsCounters {
         for (k, v) in &other.cache_hits {
             bump(&mut self.cache_hits, k.clone(), *v);
         }
+        for (k, h) in &other.latency {
+            self.latency.entry(k.clone()).or_default().merge(h);
+        }
         self.latency_ms_sum += other.latency_ms_sum;
         self.latency_count += other.latency_count;
+        self.throttled += other.throttled;
         self.retries += other.retries;
         self.token_fetches += other.token_fetches;
     }
@@ -103,6 +290,12 @@ impl ImdsCounters {
             "requests": self.requests,
             "latency_ms_sum": (self.latency_ms_sum * 1000.0).round() / 1000.0,
             "latency_count": self.latency_count,
+            "latency": self
+                .latency
+                .iter()
+                .map(|(k, h)| (k.clone(), h.to_json()))
+                .collect::<serde_json::Map<_, _>>(),
+            "throttled": self.throttled,
             "cache_hits": self.cache_hits,
             "retries": self.retries,
             "token_fetches": self.token_fetches,
@@ -117,6 +310,18 @@ impl ImdsCounters {
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0),
             latency_count: v.get("latency_count").and_then(Value::as_u64).unwrap_or(0),
+            // A file from before the histogram has none: zero buckets.
+            latency: v
+                .get("latency")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, h)| (k.clone(), Histogram::from_value(h)))
+                        .filter(|(_, h)| h.count > 0)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            throttled: v.get("throttled").and_then(Value::as_u64).unwrap_or(0),
             cache_hits: map_json(v, "cache_hits"),
             retries: v.get("retries").and_then(Value::as_u64).unwrap_or(0),
             token_fetches: v.get("token_fetches").and_then(Value::as_u64).unwrap_or(0),
@@ -216,7 +421,7 @@ impl Metrics {
             "Reconfigurations triggered, by backend and result.",
             labelled(
                 "hotplug_hook_reconfigurations_total",
-                &self.reconfigurations,
+                &with_failed(&self.reconfigurations),
                 "backend",
                 Some("result"),
             ),
@@ -275,15 +480,41 @@ impl Metrics {
                 Some("status"),
             ),
         );
+        // Every outcome, zeros included: a series that appears only with
+        // its first observation hides that observation from rate().
+        let mut hist = String::new();
+        let name = "hotplug_hook_imds_request_duration_seconds";
+        for outcome in Outcome::ALL.map(Outcome::as_str) {
+            let h = self.imds.latency.get(outcome).cloned().unwrap_or_default();
+            let cumulative = h.cumulative();
+            for (i, n) in cumulative.iter().enumerate() {
+                let le = IMDS_BUCKETS
+                    .get(i)
+                    .map_or("+Inf".to_string(), |b| b.to_string());
+                hist.push_str(&format!(
+                    "{name}_bucket{{outcome=\"{outcome}\",le=\"{le}\"}} {n}\n"
+                ));
+            }
+            hist.push_str(&format!(
+                "{name}_sum{{outcome=\"{outcome}\"}} {}\n\
+                 {name}_count{{outcome=\"{outcome}\"}} {}\n",
+                h.sum_seconds, h.count
+            ));
+        }
         section(
-            "hotplug_hook_imds_request_duration_seconds",
-            "summary",
-            "Time spent in IMDS requests.",
+            name,
+            "histogram",
+            "Duration of IMDS requests, by outcome (ok: 200, absent: 404, throttled: 429, \
+             error: other status or no answer, timeout).",
+            hist,
+        );
+        section(
+            "hotplug_hook_imds_throttled_total",
+            "counter",
+            "IMDS answers with HTTP 429 (throttled).",
             format!(
-                "hotplug_hook_imds_request_duration_seconds_sum {}\n\
-                 hotplug_hook_imds_request_duration_seconds_count {}\n",
-                self.imds.latency_ms_sum / 1000.0,
-                self.imds.latency_count
+                "hotplug_hook_imds_throttled_total {}\n",
+                self.imds.throttled
             ),
         );
         section(
@@ -314,6 +545,17 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Reconfigurations, with a zero `failed` series for every backend seen:
+/// the first failure then shows as an increase.
+fn with_failed(map: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out = map.clone();
+    for k in map.keys() {
+        let backend = k.split_once(' ').map_or(k.as_str(), |(b, _)| b);
+        out.entry(format!("{backend} failed")).or_default();
+    }
+    out
 }
 
 /// One sample line per map entry; keys hold one label value, or two

@@ -138,6 +138,10 @@ mod tests {
     const POLICY: Policy = Policy {
         handle_virtual: false,
         return_window_ms: 300_000,
+        scope: crate::scope::Scope {
+            manage: Vec::new(),
+            ignore: Vec::new(),
+        },
     };
     const WINDOW: SettleWindow = SettleWindow {
         window: Duration::from_millis(300),

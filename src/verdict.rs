@@ -25,10 +25,12 @@ pub enum Verdict {
     Renamed,
     /// An add for a net device that is no longer in sysfs; its remove follows.
     StaleEvent,
+    /// Out of scope: a `manage`/`ignore` selector says it is not ours.
+    Unmanaged,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 10] = [
+    pub const ALL: [Verdict; 11] = [
         Verdict::Virtual,
         Verdict::DeviceReturned,
         Verdict::DeviceRemoved,
@@ -39,6 +41,7 @@ impl Verdict {
         Verdict::AlreadyKnown,
         Verdict::Renamed,
         Verdict::StaleEvent,
+        Verdict::Unmanaged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Verdict {
             Verdict::AlreadyKnown => "already-known",
             Verdict::Renamed => "renamed",
             Verdict::StaleEvent => "stale-event",
+            Verdict::Unmanaged => "unmanaged",
         }
     }
 

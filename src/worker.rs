@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::decision::{self, Confirm, Confirmation, Verdict};
 use crate::imds::{Attachment, Client, Presence};
 use crate::jobs::{Job, JobFile};
+use crate::scope::Nic;
 use crate::state::{State, now_ms};
 
 mod sweep;
@@ -43,6 +44,8 @@ pub enum Confirmed {
     GaveUp(String),
     /// The job file was removed while we waited (by hand): not run.
     Cancelled(String),
+    /// IMDS agreed, but a selector puts the NIC out of scope: not run.
+    Unmanaged(String),
 }
 
 /// What the IMDS wait cost.
@@ -182,6 +185,22 @@ pub(crate) fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> R
     if matches!(confirmed, Confirmed::Go(..)) && !file.linked() {
         confirmed = Confirmed::Cancelled("job removed before it ran".into());
     }
+    // A selector on the device-number is applied here, where it is known.
+    let device_number = match &confirmed {
+        Confirmed::Go(_, Some(a), _) => a.device_number.parse::<u32>().ok(),
+        _ => job.record(&state).and_then(|r| r.device_number),
+    };
+    if let Confirmed::Go(_, _, note) = &confirmed {
+        let nic = Nic {
+            ifname: &job.iface,
+            driver: job.driver.as_deref(),
+            mac: job.mac.as_deref(),
+            device_number,
+        };
+        if let Some(why) = decision::unmanaged_after_imds(&cfg.scope(), &nic) {
+            confirmed = Confirmed::Unmanaged(format!("{note}; {why}"));
+        }
+    }
     let (verdict, taken, note): (Verdict, Option<Taken>, String) = match &confirmed {
         Confirmed::Go(v, attachment, note) => (
             *v,
@@ -198,6 +217,7 @@ pub(crate) fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> R
         Confirmed::NoAction(note) | Confirmed::GaveUp(note) | Confirmed::Cancelled(note) => {
             (job.verdict, None, note.clone())
         }
+        Confirmed::Unmanaged(note) => (Verdict::Unmanaged, None, note.clone()),
     };
     let ok = !matches!(confirmed, Confirmed::GaveUp(_))
         && taken
@@ -223,6 +243,7 @@ pub(crate) fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> R
                 Confirmed::NoAction(_) => "no-action",
                 Confirmed::GaveUp(_) => "gave-up",
                 Confirmed::Cancelled(_) => "cancelled",
+                Confirmed::Unmanaged(_) => "unmanaged",
             },
             "note": note,
             "attempts": spent.attempts,
@@ -277,8 +298,9 @@ pub(crate) fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> R
     let journaled = state.ensure().and_then(|()| state.lock()).and_then(|lock| {
         // A verdict the worker made (IMDS turned an unbind into a removal)
         // reaches the records the same way the hook's do.
-        if verdict != job.verdict {
-            state.apply(&lock, &job.update(verdict, &state))?;
+        let learnt = job.action == crate::event::Action::Add && device_number.is_some();
+        if verdict != job.verdict || learnt {
+            state.apply(&lock, &job.update(verdict, &state, device_number))?;
         }
         state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
         crate::metrics::update_locked(&state, &lock, cfg.metrics_file.as_deref(), |m| {

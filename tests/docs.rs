@@ -123,6 +123,7 @@ fn unit_files_pass_systemd_analyze_verify() {
     };
     let template = copy("hotplug-hook-worker@.service");
     let scan = copy("hotplug-hook-scan.service");
+    let reconcile = copy("hotplug-hook-reconcile.service");
     let instance = dir
         .path()
         .join("hotplug-hook-worker@run-hotplug\\x2dhook-jobs-1.json.service");
@@ -131,6 +132,7 @@ fn unit_files_pass_systemd_analyze_verify() {
         .args(["verify", "--man=no"])
         .arg(&instance)
         .arg(&scan)
+        .arg(&reconcile)
         .env("SYSTEMD_LOG_LEVEL", "notice")
         .output()
         .unwrap();
@@ -182,6 +184,10 @@ fn make_install_puts_everything_in_fhs_places() {
         mode("usr/lib/systemd/system/hotplug-hook-scan.service"),
         0o644
     );
+    assert_eq!(
+        mode("usr/lib/systemd/system/hotplug-hook-reconcile.service"),
+        0o644
+    );
     assert_eq!(mode("usr/share/man/man8/hotplug-hook.8"), 0o644);
     assert_eq!(
         std::fs::read_link(d.join("usr/sbin/hotplug-hook")).unwrap(),
@@ -225,6 +231,7 @@ fn deb_metadata_ships_every_file() {
         "udev-rules/90-hotplug-hook.rules",
         "systemd/hotplug-hook-worker@.service",
         "systemd/hotplug-hook-scan.service",
+        "systemd/hotplug-hook-reconcile.service",
         "man/hotplug-hook.8",
     ] {
         assert!(root().join(f).exists(), "{f}");
@@ -267,5 +274,77 @@ fn man_page_documents_every_classify_json_field() {
             section.contains(key.as_str()),
             "classify --json field {key:?} is not in JSON OUTPUT"
         );
+    }
+}
+
+/// The README's settings table and the man page's GLOBAL OPTIONS follow the
+/// one table of settings (`src/config.rs`): every setting, with its default
+/// (and in the README the subcommands that use it), and no other.
+#[test]
+fn docs_list_every_setting_with_its_default() {
+    use hotplug_hook::config::SETTINGS;
+    let cell = |s: &str| match s {
+        "" => "—".to_string(),
+        s => format!("`{s}`"),
+    };
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `--")).collect();
+    let expected: Vec<String> = SETTINGS
+        .iter()
+        .map(|s| {
+            let value = match s.value_name {
+                "BOOL" => "[=BOOL]".to_string(),
+                v => format!(" {v}"),
+            };
+            let default = cell(&(s.default)());
+            let mut what = s.doc.to_string();
+            let choices: Vec<String> = (s.parser)(clap::Arg::new("x"))
+                .get_possible_values()
+                .iter()
+                .map(|p| format!("`{}`", p.get_name()))
+                .collect();
+            if !choices.is_empty() && s.value_name != "BOOL" {
+                what += &format!(": {}", choices.join(", "));
+            }
+            let uses = s.uses.join(", ");
+            format!("| `--{}{value}` | {default} | {what} | {uses} |", s.flag)
+        })
+        .collect();
+    assert!(
+        rows == expected,
+        "README.md's settings table differs from src/config.rs; it should read:\n{}",
+        expected.join("\n")
+    );
+
+    let man = man_text();
+    let options = &man[man.find(".SH GLOBAL OPTIONS").unwrap()..man.find(".SH VERDICTS").unwrap()];
+    let blocks: Vec<&str> = options.split(".TP\n").skip(1).collect();
+    let mut documented = Vec::new();
+    for s in SETTINGS {
+        let flag = format!("--{}", s.flag);
+        let block = blocks.iter().find(|b| {
+            b.lines()
+                .next()
+                .and_then(|l| l.split([' ', '[']).nth(1))
+                .is_some_and(|f| f == flag)
+        });
+        let Some(block) = block else {
+            panic!("{flag} has no .TP entry in GLOBAL OPTIONS of man/hotplug-hook.8");
+        };
+        let default = (s.default)();
+        assert!(
+            block.contains(&default),
+            "man/hotplug-hook.8 {flag}: the default {default:?} is not in\n{block}"
+        );
+        documented.push(flag);
+    }
+    for b in &blocks {
+        let flag = b.lines().next().and_then(|l| l.split([' ', '[']).nth(1));
+        if let Some(f) = flag.filter(|f| f.starts_with("--") && *f != "--config" && *f != "-v,") {
+            assert!(
+                documented.iter().any(|d| d == f),
+                "man/hotplug-hook.8 documents {f}, which is not a setting"
+            );
+        }
     }
 }

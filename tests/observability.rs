@@ -304,7 +304,10 @@ fn metrics_file_counts_events_actions_and_imds() {
         m["hotplug_hook_imds_requests_total{kind=\"macs\",status=\"200\"}"],
         1.0
     );
-    assert_eq!(m["hotplug_hook_imds_request_duration_seconds_count"], 2.0);
+    assert_eq!(
+        m["hotplug_hook_imds_request_duration_seconds_count{outcome=\"ok\"}"],
+        2.0
+    );
     assert_eq!(m["hotplug_hook_imds_token_fetches_total"], 1.0);
     assert_eq!(m["hotplug_hook_imds_retries_total"], 0.0);
     assert_eq!(d.total(), 2);

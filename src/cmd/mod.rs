@@ -5,6 +5,7 @@
 mod classify;
 mod handle;
 mod imds;
+mod reconcile;
 mod scan;
 mod status;
 mod worker;
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Handle(args) => handle::run(&cfg, args),
         Cmd::Classify { event, json } => classify::run(&cfg, event, *json),
         Cmd::Scan => scan::run(&cfg),
+        Cmd::Reconcile { dry_run } => reconcile::run(&cfg, *dry_run),
         Cmd::Status { entries, json } => status::run(&cfg, *entries, *json),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
@@ -69,6 +71,7 @@ pub(crate) fn policy(cfg: &Config) -> Policy {
     Policy {
         handle_virtual: cfg.handle_virtual,
         return_window_ms: cfg.return_window_secs.saturating_mul(1000),
+        scope: cfg.scope(),
     }
 }
 
@@ -163,6 +166,12 @@ pub(crate) fn record_from(ev: &Evidence) -> Option<Record> {
             .transport
             .as_ref()
             .is_some_and(|m| m.state == ModuleState::Builtin),
+        // Learnt by the worker from IMDS; kept while the MAC is the same.
+        device_number: ev
+            .record
+            .as_ref()
+            .filter(|r| r.mac.is_some() && r.mac == n.mac)
+            .and_then(|r| r.device_number),
         devpath: n.devpath.clone(),
         ifindex: n.ifindex,
         seen_ms: now_ms(),

@@ -2,10 +2,11 @@
 //! entries, for people (`--json` for machines).
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::error::ExitCode;
+use crate::metrics::{IMDS_BUCKETS, ImdsCounters, Outcome, quantile};
 use crate::state::State;
 
 pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCode> {
@@ -20,6 +21,7 @@ pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCod
         let out = json!({
             "state_dir": cfg.state_dir,
             "metrics": m.to_json(),
+            "imds_latency": imds_latency_json(&m.imds),
             "jobs": {
                 "pending": pending.len(),
                 "running": running,
@@ -93,13 +95,16 @@ pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCod
     list(&mut text, "IMDS requests (kind status)", &m.imds.requests);
     if m.imds.latency_count > 0 {
         text.push_str(&format!(
-            "IMDS latency: {:.1} ms mean over {} requests; {} retries, {} token fetches\n",
+            "IMDS latency: {:.1} ms mean over {} requests; {} throttled (429), {} retries, \
+             {} token fetches\n",
             m.imds.latency_ms_sum / m.imds.latency_count as f64,
             m.imds.latency_count,
+            m.imds.throttled,
             m.imds.retries,
             m.imds.token_fetches
         ));
     }
+    imds_latency_text(&mut text, &m.imds);
     list(&mut text, "IMDS cache hits", &m.imds.cache_hits);
     text.push_str(&format!("last {} journal entries:\n", journal.len()));
     for e in &journal {
@@ -127,4 +132,51 @@ pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCod
     }
     print!("{text}");
     Ok(ExitCode::Ok)
+}
+
+/// The IMDS latency histogram as `status --json` gives it: bucket bounds,
+/// cumulative counts by outcome (the textfile's `_bucket` series) and
+/// quantile estimates over all outcomes.
+fn imds_latency_json(c: &ImdsCounters) -> Value {
+    let all = c.latency_buckets();
+    let outcomes: serde_json::Map<String, Value> = Outcome::ALL
+        .iter()
+        .map(|o| {
+            let h = c.latency.get(o.as_str()).cloned().unwrap_or_default();
+            let v = json!({
+                "cumulative": h.cumulative(),
+                "sum_seconds": h.sum_seconds,
+                "count": h.count,
+            });
+            (o.as_str().to_string(), v)
+        })
+        .collect();
+    json!({
+        "le": IMDS_BUCKETS.iter().map(|b| json!(b)).chain([json!("+Inf")]).collect::<Vec<_>>(),
+        "by_outcome": outcomes,
+        "count": all.iter().sum::<u64>(),
+        "p50_seconds": quantile(0.5, &all),
+        "p99_seconds": quantile(0.99, &all),
+    })
+}
+
+/// One line of quantile estimates and counts by outcome, when there are any.
+fn imds_latency_text(text: &mut String, c: &ImdsCounters) {
+    let all = c.latency_buckets();
+    let (Some(p50), Some(p99)) = (quantile(0.5, &all), quantile(0.99, &all)) else {
+        return;
+    };
+    let counts: Vec<String> = Outcome::ALL
+        .iter()
+        .map(|o| {
+            let n = c.latency.get(o.as_str()).map_or(0, |h| h.count);
+            format!("{} {n}", o.as_str())
+        })
+        .collect();
+    text.push_str(&format!(
+        "IMDS latency histogram: p50 ~{:.1} ms, p99 ~{:.1} ms (estimated from buckets); {}\n",
+        p50 * 1000.0,
+        p99 * 1000.0,
+        counts.join(", ")
+    ));
 }

@@ -8,6 +8,10 @@ const PARENT: &str = "/devices/pci0000:00/0000:00:05.0";
 const POLICY: Policy = Policy {
     handle_virtual: false,
     return_window_ms: 300_000,
+    scope: crate::scope::Scope {
+        manage: Vec::new(),
+        ignore: Vec::new(),
+    },
 };
 
 fn netdev(ifindex: u32, mac: &str) -> Netdev {
@@ -214,6 +218,7 @@ fn a_different_mac_under_the_parent_is_not_a_return() {
         builtin: false,
         transport: None,
         transport_builtin: false,
+        device_number: None,
         devpath: format!("{PARENT}/net/ens5"),
         ifindex: Some(2),
         seen_ms: 0,
@@ -390,5 +395,50 @@ fn confirm_table() {
             matches!(confirm(how, mac, p), Confirmation::Wait(_)),
             "{how:?} {p:?}"
         );
+    }
+}
+
+#[test]
+fn out_of_scope_nics_are_unmanaged_before_anything_else() {
+    let policy = Policy {
+        scope: crate::scope::Scope {
+            manage: vec![],
+            ignore: vec![
+                crate::scope::Selector::from_json(
+                    "ignore",
+                    &serde_json::json!({"ifname": "ens*", "driver": "ena"}),
+                )
+                .unwrap(),
+            ],
+        },
+        ..POLICY
+    };
+    for mut ev in [add(), remove()] {
+        ev.driver = Some("ena".into());
+        let Outcome::Decided(d) = decide(&ev, &policy) else {
+            panic!("unsettled")
+        };
+        assert_eq!(d.verdict, Verdict::Unmanaged);
+        assert!(
+            d.reasons[0].contains(r#"matches ignore selector {"driver":"ena","ifname":"ens*"}"#),
+            "{:?}",
+            d.reasons
+        );
+        assert!(!d.verdict.triggers_reconfig());
+    }
+    // Virtual devices stay "virtual"; other drivers are managed.
+    let mut ev = remove();
+    ev.virtual_dev = true;
+    assert_eq!(verdict_with(&ev, &policy), Verdict::Virtual);
+    let mut ev = remove();
+    ev.driver = Some("ixgbevf".into());
+    ev.module = module(ModuleState::Going);
+    assert_eq!(verdict_with(&ev, &policy), Verdict::DriverUnload);
+}
+
+fn verdict_with(ev: &Evidence, policy: &Policy) -> Verdict {
+    match decide(ev, policy) {
+        Outcome::Decided(d) => d.verdict,
+        Outcome::Unsettled(why) => panic!("unsettled: {why}"),
     }
 }

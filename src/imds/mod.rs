@@ -102,13 +102,23 @@ pub struct Attachment {
 #[derive(Debug)]
 struct Failure {
     retryable: bool,
+    /// A connect or read timeout (the `timeout` outcome, for the histogram).
+    timed_out: bool,
     msg: String,
 }
 
 fn fail(retryable: bool, msg: impl Into<String>) -> Failure {
     Failure {
         retryable,
+        timed_out: false,
         msg: msg.into(),
+    }
+}
+
+fn timed_out(msg: impl Into<String>) -> Failure {
+    Failure {
+        timed_out: true,
+        ..fail(true, msg)
     }
 }
 
@@ -196,7 +206,10 @@ impl Client {
             req.call()
         };
         let mut resp = result.map_err(|e| match e {
-            ureq::Error::Timeout(_) => fail(true, "timed out"),
+            ureq::Error::Timeout(_) => timed_out("timed out"),
+            ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                timed_out(format!("connection failed: {e}"))
+            }
             ureq::Error::Io(e) => fail(true, format!("connection failed: {e}")),
             ureq::Error::ConnectionFailed => fail(true, "connection failed"),
             ureq::Error::Protocol(e) => fail(true, format!("bad HTTP response: {e}")),
@@ -215,7 +228,7 @@ impl Client {
                 ureq::Error::BodyExceedsLimit(n) => {
                     fail(false, format!("response body over {n} bytes refused"))
                 }
-                ureq::Error::Timeout(_) => fail(true, "timed out reading the body"),
+                ureq::Error::Timeout(_) => timed_out("timed out reading the body"),
                 other => fail(true, format!("failed to read the body: {other}")),
             })?;
         let text = validate_text(&body).map_err(|e| fail(false, e))?;
@@ -232,13 +245,14 @@ impl Client {
         let t0 = Instant::now();
         let r = self.exchange(put, path, token);
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let (status, error) = match &r {
-            Ok((s, _)) => (Some(*s), None),
-            Err(f) => (None, Some(f.msg.clone())),
+        let (status, error, timed_out) = match &r {
+            Ok((s, _)) => (Some(*s), None, false),
+            Err(f) => (None, Some(f.msg.clone()), f.timed_out),
         };
         // The deadline check fails before anything is sent: not a request.
         if !matches!(&r, Err(f) if f.msg == "IMDS deadline exceeded") {
-            self.counters.request(path_kind(path), status, ms);
+            self.counters
+                .request(path_kind(path), status, timed_out, ms);
             self.log.push(RequestLog {
                 method: if put { "PUT" } else { "GET" },
                 path: path.to_string(),

@@ -34,6 +34,9 @@ pub struct Record {
     /// unbinding it removes the virtio device under a PCI function that stays.
     pub transport: Option<String>,
     pub transport_builtin: bool,
+    /// EC2's IMDS device-number, recorded by the worker when it confirms an
+    /// attach (a detached ENI's keys answer 404, so it is learnt then).
+    pub device_number: Option<u32>,
     pub devpath: String,
     pub ifindex: Option<u32>,
     /// Wall-clock time it was last seen present, for people.
@@ -60,6 +63,7 @@ impl Record {
             "builtin": self.builtin,
             "transport": self.transport,
             "transport_builtin": self.transport_builtin,
+            "device_number": self.device_number,
             "devpath": self.devpath,
             "ifindex": self.ifindex,
             "seen_ms": self.seen_ms,
@@ -100,6 +104,10 @@ impl Record {
                 .get("transport_builtin")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            device_number: v
+                .get("device_number")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
             devpath,
             ifindex: v
                 .get("ifindex")
@@ -384,6 +392,7 @@ impl State {
                         builtin: false,
                         transport: None,
                         transport_builtin: false,
+                        device_number: None,
                         devpath: u.devpath.clone().unwrap_or_default(),
                         ifindex: u.ifindex,
                         seen_ms: now_ms(),

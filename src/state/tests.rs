@@ -18,6 +18,7 @@ fn sample() -> Record {
         builtin: false,
         transport: None,
         transport_builtin: false,
+        device_number: None,
         devpath: "/devices/pci0000:00/0000:00:05.0/net/ens5".into(),
         ifindex: Some(2),
         seen_ms: 1000,
