@@ -15,6 +15,10 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// How long an empty-but-present `net` directory must stay so before it
+/// counts as a netns move (a registration fills it within milliseconds).
+pub const NETNS_CONFIRM_MS: u64 = 50;
+
 /// The knobs the decision depends on.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
@@ -249,6 +253,16 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
         why.extend(imds_note(ev, false));
         return done(Verdict::DeviceRemoved, why, settle);
     }
+    if let Some(n) = &ev.replacement {
+        why.push(format!(
+            "{device} now has {} with another MAC ({}; ours was {}): another NIC took its place",
+            n.name,
+            n.mac.as_deref().unwrap_or("?"),
+            ev.mac().unwrap_or("?")
+        ));
+        why.extend(imds_note(ev, false));
+        return done(Verdict::DeviceRemoved, why, settle);
+    }
     // A virtio device gone from under a PCI function that stayed: the
     // transport (virtio_pci) was unbound or unloaded; judge that device.
     let via_transport = !ev.parent_present;
@@ -281,6 +295,18 @@ fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
             return done(Verdict::DeviceReturned, why, settle);
         }
         if ev.parent_net_dir && !via_transport {
+            // An empty `net` directory is also what a net device being
+            // registered shows for a moment: look again before saying so.
+            let looked_long_enough = ev
+                .settle
+                .as_ref()
+                .is_some_and(|s| s.expired || s.elapsed_ms >= NETNS_CONFIRM_MS);
+            if ev.netdevs.is_empty() && !looked_long_enough {
+                return Outcome::Unsettled(format!(
+                    "parent {parent} is bound to {driver} with an empty net directory: \
+                     a netns move, or a net device being registered"
+                ));
+            }
             why.push(format!(
                 "parent {parent} is present and still bound to {driver}, and keeps its net \
                  directory with no net device visible here: moved to another network namespace"

@@ -115,6 +115,9 @@ pub struct Evidence {
     pub seen_unbound: bool,
     /// remove: the net devices the parent has now.
     pub netdevs: Vec<Netdev>,
+    /// remove: a net device of another NIC (another MAC, not a recorded
+    /// sibling) on the device now.
+    pub replacement: Option<Netdev>,
     /// remove of a veth: the peer left in this namespace, still linked to it.
     pub veth_peer: Option<String>,
     /// add: the interface as sysfs shows it now.

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::state::{Lock, State, write_atomic};
+use crate::state::{State, write_atomic};
 
 /// Upper bounds (seconds) of the decision-latency histogram's buckets.
 pub const DECISION_BUCKETS: [f64; 11] = [
@@ -593,12 +593,12 @@ pub fn load(state: &State) -> Metrics {
 
 /// Applies `f` to the stored counters; the caller holds the state lock.
 /// Rewrites the Prometheus file too when one is configured.
-pub fn update_locked(
-    state: &State,
-    _lock: &Lock,
-    prom: Option<&Path>,
-    f: impl FnOnce(&mut Metrics),
-) -> Result<()> {
+/// Loads, changes and writes back the counters under their own lock
+/// (`metrics.lock`, not the state lock: a burst of events holds the state
+/// lock only for records and journal lines).
+pub fn update(state: &State, prom: Option<&Path>, f: impl FnOnce(&mut Metrics)) -> Result<()> {
+    state.ensure()?;
+    let _lock = state.lock_named("metrics.lock")?;
     let mut m = load(state);
     f(&mut m);
     write_atomic(
@@ -615,11 +615,6 @@ pub fn update_locked(
 }
 
 /// [`update_locked`], taking the lock.
-pub fn update(state: &State, prom: Option<&Path>, f: impl FnOnce(&mut Metrics)) -> Result<()> {
-    state.ensure()?;
-    let lock = state.lock()?;
-    update_locked(state, &lock, prom, f)
-}
 
 /// Adds one IMDS client's counters to the state dir's (the client itself
 /// writes nothing).

@@ -303,7 +303,8 @@ pub(crate) fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> R
             state.apply(&lock, &job.update(verdict, &state, device_number))?;
         }
         state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
-        crate::metrics::update_locked(&state, &lock, cfg.metrics_file.as_deref(), |m| {
+        drop(lock);
+        crate::metrics::update(&state, cfg.metrics_file.as_deref(), |m| {
             if job.confirm != Confirm::None {
                 m.worker_run(&imds_result);
             }

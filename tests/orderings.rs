@@ -295,3 +295,56 @@ fn a_removal_the_worker_confirms_is_recorded_so_a_reattach_is_configured() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_nic_replugged_with_another_mac_before_the_remove_ran_is_a_removal() {
+    let (t, ens3) = virtio(ModKind::Builtin);
+    // device_del, then device_add with a new MAC into the same slot, both
+    // before udevd ran the hook for the first NIC's remove.
+    t.unbind_virtio_transport(&ens3);
+    t.rm(VIRTIO_PCI);
+    let new = t.virtio_net(3, 0, "ens3", "52:54:00:12:35:03", 9);
+    ok(&t.udev("remove", &ens3, 2, "virtio_net", &[]));
+    assert_eq!(t.last_verdict(), "device-removed", "{}", reasons(&t));
+    assert!(
+        reasons(&t).contains("another NIC took its place"),
+        "{}",
+        reasons(&t)
+    );
+    ok(&t.udev("add", &new, 9, "virtio_net", &[]));
+    assert_eq!(t.last_verdict(), "new-device", "{}", reasons(&t));
+}
+
+#[test]
+fn an_empty_net_dir_being_filled_is_a_return_not_a_netns_move() {
+    // probe() registering the net device: the `net` directory exists a
+    // moment before the device in it.
+    let t = Tree::new();
+    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
+    ok(&t.run(&["scan"], &[]));
+    t.unbind(&ens5);
+    t.bind("/devices/pci0000:00/0000:00:05.0", "pci", "ena");
+    std::fs::create_dir_all(t.p("/devices/pci0000:00/0000:00:05.0/net")).unwrap();
+    let probe = t.after(20, |root| {
+        let dir = root.join("devices/pci0000:00/0000:00:05.0/net/eth0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ifindex"), "8\n").unwrap();
+        std::fs::write(dir.join("address"), format!("{MAC5}\n")).unwrap();
+    });
+    ok(&t.udev("remove", &ens5, 2, "ena", &["--settle-ms", "5000"]));
+    probe.join().unwrap();
+    assert_eq!(t.last_verdict(), "device-returned", "{}", reasons(&t));
+
+    // A net directory that stays empty is a netns move, decided in ~50 ms.
+    let (t, ens5) = {
+        let t = Tree::new();
+        let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
+        ok(&t.run(&["scan"], &[]));
+        (t, ens5)
+    };
+    t.netns_move(&ens5);
+    ok(&t.udev("remove", &ens5, 2, "ena", &["--settle-ms", "5000"]));
+    assert_eq!(t.last_verdict(), "netdev-detached", "{}", reasons(&t));
+    let e = last_event(&t);
+    assert_eq!(e["settle"]["expired"], false, "{e}");
+}

@@ -108,11 +108,17 @@ fn remember(
         entry["state_error"] = json!(format!("{e:#}"));
     }
     state.append_journal(&lock, &entry, cfg.journal_max_bytes)?;
-    crate::metrics::update_locked(state, &lock, cfg.metrics_file.as_deref(), |m| {
+    // The counters have a lock of their own: the state lock is held only
+    // for the record and the journal line. Counters are best effort.
+    drop(lock);
+    let counted = crate::metrics::update(state, cfg.metrics_file.as_deref(), |m| {
         m.event(event.action.as_str(), v.as_str(), ms / 1000.0);
         if let Some(t) = taken {
             m.reconfiguration(t.backend.as_str(), t.result.as_str());
         }
-    })?;
+    });
+    if let Err(e) = counted {
+        log::warn(&format!("{e:#}"));
+    }
     result
 }

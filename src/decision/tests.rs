@@ -133,12 +133,38 @@ fn remove_verdicts() {
             Verdict::DriverUnbind,
         ),
         (
-            "bound, net dir kept, no netdev here",
+            "bound, net dir kept and still empty after 50 ms",
             |e| {
                 e.parent_driver = Some("ena".into());
                 e.parent_net_dir = true;
+                e.settle = Some(Settle {
+                    elapsed_ms: NETNS_CONFIRM_MS,
+                    polls: 6,
+                    expired: false,
+                });
             },
             Verdict::NetdevDetached,
+        ),
+        (
+            "bound, a sibling port in the net dir",
+            |e| {
+                e.record = Some(record());
+                e.parent_driver = Some("mlx4_core".into());
+                e.parent_net_dir = true;
+                e.netdevs = vec![netdev(3, "02:00:00:00:00:99")];
+            },
+            Verdict::NetdevDetached,
+        ),
+        (
+            "another NIC in our place",
+            |e| {
+                e.record = Some(record());
+                e.parent_driver = Some("ena".into());
+                e.parent_net_dir = true;
+                e.netdevs = vec![netdev(9, "02:00:00:00:00:77")];
+                e.replacement = Some(netdev(9, "02:00:00:00:00:77"));
+            },
+            Verdict::DeviceRemoved,
         ),
         (
             "bound, no net dir, window ran out",
@@ -188,6 +214,13 @@ fn unbound_parent_is_unsettled_until_the_window_runs_out() {
         panic!("a probe under way is not a verdict yet")
     };
     assert!(why.contains("bound to ena with no net device yet"), "{why}");
+    // An empty net directory: a registration fills it at once; only one that
+    // stays empty is a netns move.
+    ev.parent_net_dir = true;
+    let Outcome::Unsettled(why) = decide(&ev, &POLICY) else {
+        panic!("an empty net dir at first look is not a verdict yet")
+    };
+    assert!(why.contains("empty net directory"), "{why}");
     // A built-in module absent from /sys/module is not an unload either.
     let mut ev = remove();
     ev.module = Some(ModuleEvidence {
@@ -210,20 +243,7 @@ fn the_dying_netdev_is_not_a_return() {
 fn a_different_mac_under_the_parent_is_not_a_return() {
     let mut ev = remove();
     ev.module = module(ModuleState::Going);
-    ev.record = Some(crate::state::Record {
-        name: "ens5".into(),
-        mac: Some("02:00:00:00:00:05".into()),
-        driver: Some("ena".into()),
-        module: Some("ena".into()),
-        builtin: false,
-        transport: None,
-        transport_builtin: false,
-        device_number: None,
-        devpath: format!("{PARENT}/net/ens5"),
-        ifindex: Some(2),
-        seen_ms: 0,
-        departed: None,
-    });
+    ev.record = Some(record());
     ev.netdevs = vec![netdev(9, "02:ff:ff:ff:ff:ff")];
     assert_eq!(verdict(&ev), Verdict::DriverUnload);
 }
@@ -440,5 +460,23 @@ fn verdict_with(ev: &Evidence, policy: &Policy) -> Verdict {
     match decide(ev, policy) {
         Outcome::Decided(d) => d.verdict,
         Outcome::Unsettled(why) => panic!("unsettled: {why}"),
+    }
+}
+
+/// ens5's record: MAC 02:00:00:00:00:05, ifindex 2, present.
+fn record() -> crate::state::Record {
+    crate::state::Record {
+        name: "ens5".into(),
+        mac: Some("02:00:00:00:00:05".into()),
+        driver: Some("ena".into()),
+        module: Some("ena".into()),
+        builtin: false,
+        transport: None,
+        transport_builtin: false,
+        device_number: None,
+        devpath: format!("{PARENT}/net/ens5"),
+        ifindex: Some(2),
+        seen_ms: 0,
+        departed: None,
     }
 }

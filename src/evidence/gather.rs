@@ -199,6 +199,14 @@ impl<'a> Gatherer<'a> {
                     },
                     sysfs.show(&format!("{device}/net")),
                 );
+                ev.replacement = self.replacement(&ev.netdevs, &device);
+                if let Some(n) = &ev.replacement {
+                    ev.fact(
+                        "device.other_nic",
+                        format!("{} (MAC {})", n.name, n.mac.as_deref().unwrap_or("?")),
+                        sysfs.show(&n.devpath),
+                    );
+                }
                 let unbound = if ev.parent_present {
                     if ev.parent_driver.is_some() {
                         ev.parent_net_dir = sysfs.exists(&format!("{parent}/net"));
@@ -301,6 +309,31 @@ impl<'a> Gatherer<'a> {
             state,
             recorded_builtin: recorded.is_some_and(|r| r.builtin),
         }))
+    }
+
+    /// A net device on the device with another MAC than ours that is not a
+    /// recorded sibling (a second port): another NIC took our NIC's place,
+    /// e.g. a new ENI plugged into the slot before our remove was handled.
+    fn replacement(
+        &self,
+        netdevs: &[crate::host::sysfs::Netdev],
+        device: &str,
+    ) -> Option<crate::host::sysfs::Netdev> {
+        let ours = self.record.as_ref()?.mac.as_deref()?;
+        netdevs
+            .iter()
+            .find(|n| {
+                let Some(mac) = n.mac.as_deref() else {
+                    return false;
+                };
+                !mac.eq_ignore_ascii_case(ours)
+                    && !self
+                        .state
+                        .records_for_mac(Some(mac), device)
+                        .iter()
+                        .any(|r| r.has_mac(mac) && r.device() == device && r.departed.is_none())
+            })
+            .cloned()
     }
 
     /// The module of a virtio NIC's transport (the PCI function's driver):

@@ -94,8 +94,18 @@ impl State {
         self.lock_within(LOCK_WAIT)
     }
 
+    /// Another lock file in the state dir (the counters have their own),
+    /// taken the same way.
+    pub fn lock_named(&self, name: &str) -> Result<Lock> {
+        self.lock_file(name, LOCK_WAIT)
+    }
+
     pub fn lock_within(&self, wait: Duration) -> Result<Lock> {
-        let path = self.dir.join("lock");
+        self.lock_file("lock", wait)
+    }
+
+    fn lock_file(&self, name: &str, wait: Duration) -> Result<Lock> {
+        let path = self.dir.join(name);
         let file = open_nofollow(&path, true)?;
         // A blocking flock, interrupted by a one-shot timer: waiters queue in
         // the kernel instead of polling, and none waits past `wait`.

@@ -210,10 +210,11 @@ fn unreadable(cfg: &Config, state: &State, file: JobFile, err: &anyhow::Error, f
 }
 
 fn journal_stranded(state: &State, entry: &Value, max_bytes: u64, prom: Option<&Path>) {
-    let journaled = state.ensure().and_then(|()| state.lock()).and_then(|lock| {
-        state.append_journal(&lock, entry, max_bytes)?;
-        crate::metrics::update_locked(state, &lock, prom, |m| m.stranded_jobs += 1)
-    });
+    let journaled = state
+        .ensure()
+        .and_then(|()| state.lock())
+        .and_then(|lock| state.append_journal(&lock, entry, max_bytes))
+        .and_then(|()| crate::metrics::update(state, prom, |m| m.stranded_jobs += 1));
     if let Err(e) = journaled {
         crate::log::warn(&format!("{e:#}"));
     }
