@@ -614,8 +614,6 @@ pub fn update(state: &State, prom: Option<&Path>, f: impl FnOnce(&mut Metrics)) 
     Ok(())
 }
 
-/// [`update_locked`], taking the lock.
-
 /// Adds one IMDS client's counters to the state dir's (the client itself
 /// writes nothing).
 pub fn add_imds(state: &State, prom: Option<&Path>, counters: &ImdsCounters) {

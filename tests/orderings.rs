@@ -348,3 +348,33 @@ fn an_empty_net_dir_being_filled_is_a_return_not_a_netns_move() {
     let e = last_event(&t);
     assert_eq!(e["settle"]["expired"], false, "{e}");
 }
+
+#[test]
+fn the_first_events_on_an_empty_state_dir_race_to_create_it_and_all_land() {
+    // Boot: several NICs' adds at once, before anything made the state dir.
+    for _ in 0..3 {
+        let t = Tree::new();
+        let devpaths: Vec<String> = (0..8u8)
+            .map(|i| {
+                t.ena(
+                    3 + i,
+                    &format!("ens{}", 3 + i),
+                    &format!("02:a1:b2:c3:d4:{i:02x}"),
+                    2 + u32::from(i),
+                    ModKind::Loadable,
+                )
+            })
+            .collect();
+        assert!(!t.state.exists());
+        let events: Vec<(&str, &str, u32)> = devpaths
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ("add", d.as_str(), 2 + i as u32))
+            .collect();
+        t.handle_all(&events, &[]);
+        let verdicts: Vec<Value> = t.journal().iter().map(|e| e["verdict"].clone()).collect();
+        assert_eq!(verdicts.len(), 8, "{verdicts:?}");
+        assert!(verdicts.iter().all(|v| v == "new-device"), "{verdicts:?}");
+        assert_eq!(t.records().len(), 8);
+    }
+}

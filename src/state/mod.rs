@@ -75,13 +75,7 @@ impl State {
             (self.ifaces_dir(), false),
             (self.jobs_dir(), false),
         ] {
-            if fs::symlink_metadata(&d).is_err() {
-                fs::DirBuilder::new()
-                    .recursive(recursive)
-                    .mode(DIR_MODE)
-                    .create(&d)
-                    .with_context(|| format!("failed to create {}", d.display()))?;
-            }
+            create_dir(&d, recursive)?;
             check_dir(&d)?;
         }
         Ok(())
@@ -216,6 +210,24 @@ pub fn skipped_files() -> u64 {
 
 fn refused(msg: String) -> anyhow::Error {
     anyhow::Error::new(StateRefused(msg))
+}
+
+/// Creates a state directory (0700) unless it exists; another event
+/// creating it at the same moment is fine.
+pub(crate) fn create_dir(path: &Path, recursive: bool) -> Result<()> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    match fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(DIR_MODE)
+        .create(path)
+    {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("failed to create {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A state directory must be a directory (not a symlink), ours, and not

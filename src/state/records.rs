@@ -6,14 +6,13 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::{
-    DIR_MODE, FILE_MODE, Lock, STATE_FILE_MAX, State, now_ms, read_state_file, write_atomic,
+    FILE_MODE, Lock, STATE_FILE_MAX, State, create_dir, now_ms, read_state_file, write_atomic,
 };
 use crate::event::Action;
 use crate::verdict::Verdict;
@@ -297,23 +296,13 @@ impl State {
     fn save_record(&self, rec: &Record) -> Result<()> {
         let key = rec.key();
         let path = self.record_path(&key);
-        if let Some(dir) = path.parent()
-            && fs::symlink_metadata(dir).is_err()
-        {
-            fs::DirBuilder::new()
-                .mode(DIR_MODE)
-                .create(dir)
-                .with_context(|| format!("failed to create {}", dir.display()))?;
+        if let Some(dir) = path.parent() {
+            create_dir(dir, false)?;
         }
         let text = serde_json::to_string(&rec.to_json())?;
         write_atomic(&path, text.as_bytes(), FILE_MODE)?;
         let names = self.names_dir();
-        if fs::symlink_metadata(&names).is_err() {
-            fs::DirBuilder::new()
-                .mode(DIR_MODE)
-                .create(&names)
-                .with_context(|| format!("failed to create {}", names.display()))?;
-        }
+        create_dir(&names, false)?;
         write_atomic(&names.join(&rec.name), key.as_bytes(), FILE_MODE)
     }
 
