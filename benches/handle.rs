@@ -129,6 +129,32 @@ fn main() {
         &time(n, || udev_cmd(&t, "remove", &ens5, 2, "ena"), || {}),
     );
 
+    // vf-flap: Azure (Gen2) takes eth0's mlx5 VF away; eth0 and the VF
+    // recorded, as on a VM booted with accelerated networking.
+    let t = Tree::new();
+    t.dmi("azure");
+    t.hv_netvsc(
+        common::clouds::VMBUS_GEN2,
+        "000d3a6f-0000-4a1c-8b1e-2c5d7f0e8a11",
+        "eth0",
+        "00:0d:3a:f8:a1:b2",
+        2,
+    );
+    let vf = t.azure_vf(
+        common::clouds::VMBUS_GEN2,
+        "6f1c6a3e-9a1b-4c3d-8e2f-0a1b2c3d4e5f",
+        0x7870,
+        common::clouds::Vf::Mlx5,
+        "00:0d:3a:f8:a1:b2",
+        3,
+    );
+    t.run(&["scan"], &[]);
+    t.revoke_vf(&vf);
+    row(
+        "vf-flap",
+        &time(n, || udev_cmd(&t, "remove", &vf, 3, "mlx5_core"), || {}),
+    );
+
     // device-returned: the reload finished before the hook ran.
     let t = Tree::new();
     let ens5 = t.ena(5, "ens5", "02:00:00:00:00:05", 2, ModKind::Loadable);

@@ -1,7 +1,8 @@
 //! What the worker runs once a verdict is confirmed: cloud-init's hotplug
-//! FIFO (written as its own `hook-hotplug` writes it) or the configured
+//! FIFO (written as its own `hook-hotplug` writes it), the configured
 //! command (no shell, the event in its environment, a process-group
-//! timeout). Nothing here blocks and nothing goes through a shell.
+//! timeout), or amazon-ec2-net-utils' per-interface units
+//! ([`ec2netutils`]). Nothing here blocks and nothing goes through a shell.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -20,6 +21,10 @@ use crate::config::{Backend, Config};
 use crate::event::Action;
 use crate::imds::Attachment;
 use crate::jobs::Job;
+
+pub mod ec2netutils;
+
+use ec2netutils::ec2_net_utils;
 
 /// How a reconfiguration went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +117,7 @@ pub fn trigger(cfg: &Config, job: &Job, attachment: Option<&Attachment>) -> Take
                 format!("{program} {}", ran.describe()),
             )
         }
+        Backend::Ec2NetUtils => ec2_net_utils(cfg, job),
     }
 }
 
@@ -224,16 +230,27 @@ pub fn run_command(
         return Ran::FailedToStart("no command configured".into());
     };
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(job.env(job.verdict, imds))
-        .stdin(Stdio::null())
-        .process_group(0);
+    cmd.args(args).env_clear().envs(job.env(job.verdict, imds));
+    run_until(cmd, deadline_in(timeout_secs))
+}
+
+/// `secs` from now (a huge timeout is a very distant deadline, not a panic).
+pub(crate) fn deadline_in(secs: u64) -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(secs))
+        .or_else(|| now.checked_add(Duration::from_secs(u32::MAX.into())))
+        .unwrap_or(now)
+}
+
+/// Runs `cmd` (stdin from /dev/null, in its own process group) and waits
+/// for it until `deadline`, then kills its whole process group.
+pub(crate) fn run_until(mut cmd: Command, deadline: Instant) -> Ran {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null()).process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Ran::FailedToStart(format!("{program}: {e}")),
     };
-    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     // Poll quickly at first (most commands are short), then back off.
     let mut pause = Duration::from_millis(1);
     loop {

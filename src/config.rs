@@ -37,6 +37,9 @@ pub enum Backend {
     CloudInit,
     /// Run the configured argv outside udev.
     Command,
+    /// Start and stop amazon-ec2-net-utils' per-interface units outside udev.
+    #[value(name = "ec2-net-utils")]
+    Ec2NetUtils,
 }
 
 impl Backend {
@@ -45,6 +48,7 @@ impl Backend {
             Backend::None => "none",
             Backend::CloudInit => "cloud-init",
             Backend::Command => "command",
+            Backend::Ec2NetUtils => "ec2-net-utils",
         }
     }
 }
@@ -73,6 +77,8 @@ settings! {
         sysfs_root: PathBuf = "/sys", "DIR", [handle classify scan reconcile];
         /// Where records, the journal, jobs, caches and counters live
         state_dir: PathBuf = "/run/hotplug-hook", "DIR", [handle classify scan status imds worker reconcile];
+        /// Longest wait for the state lock, in ms; past it the event is logged, not recorded (exit 4)
+        lock_wait_ms: u64 = 1000, "MS", [handle scan worker reconcile];
         /// Rotate the event journal past this size
         journal_max_bytes: u64 = 1 << 20, "BYTES", [handle scan worker reconcile];
         /// Present on hosts booted with systemd
@@ -105,19 +111,25 @@ settings! {
         command: Vec<String> = Vec::new(), "ARG", [handle worker reconcile];
         /// The worker kills the command after this many seconds
         command_timeout_secs: u64 = 120, "SECS", [handle scan worker reconcile];
+        /// systemctl that the ec2-net-utils backend runs, as amazon-ec2-net-utils' udev rule does
+        ec2_net_utils_systemctl: PathBuf = "/usr/bin/systemctl", "PATH", [worker];
+        /// Where amazon-ec2-net-utils writes 70-IFACE.network; the ec2-net-utils backend removes a detached ENI's
+        ec2_net_utils_network_dir: PathBuf = "/run/systemd/network", "DIR", [worker];
         /// How the worker is started outside udevd
         dispatch: Dispatch = Dispatch::Auto, "HOW", [handle scan reconcile];
         /// The worker's template unit name, without @.service
         worker_unit: String = "hotplug-hook-worker", "NAME", [handle scan reconcile];
     }
     "IMDS" {
+        /// Cloud whose NICs and metadata service to expect; auto reads DMI (the IMDS settings apply to every cloud's metadata service unless marked EC2 only)
+        cloud: crate::host::cloud::CloudSetting = crate::host::cloud::CloudSetting::Auto, "CLOUD", [handle classify worker reconcile];
         /// Confirm attach/detach in IMDS (out of udev only)
         imds: bool = true, "BOOL", [handle classify worker reconcile];
         /// IMDS base URL, or ipv4 / ipv6 (env HOTPLUG_HOOK_IMDS_ENDPOINT)
         imds_endpoint: String = crate::imds::DEFAULT_ENDPOINT, "URL", [classify imds worker reconcile];
-        /// Lifetime asked for IMDSv2 tokens, 1 to 21600 s
+        /// Lifetime asked for IMDSv2 tokens, 1 to 21600 s (EC2 only)
         imds_token_ttl_secs: u64 = 21600, "SECS", [classify imds worker reconcile];
-        /// Fall back to IMDSv1 when no token can be had
+        /// Fall back to IMDSv1 when no token can be had (EC2 only)
         imds_v1_fallback: bool = false, "BOOL", [classify imds worker reconcile];
         /// IMDS connect timeout
         imds_connect_timeout_ms: u64 = 250, "MS", [classify imds worker reconcile];
@@ -200,6 +212,17 @@ impl Settings {
             return Err(invalid("imds_token_ttl_secs must be 1 to 21600"));
         }
         c.imds_retries = c.imds_retries.min(10);
+        for (key, path) in [
+            ("ec2_net_utils_systemctl", &c.ec2_net_utils_systemctl),
+            ("ec2_net_utils_network_dir", &c.ec2_net_utils_network_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(format!(
+                    "{key} must be an absolute path, not {}",
+                    quote(&path.to_string_lossy())
+                )));
+            }
+        }
         // udev, the worker unit and a shell run in different directories:
         // a relative state dir would be a different directory for each.
         if !c.state_dir.is_absolute() {
@@ -213,6 +236,12 @@ impl Settings {
 }
 
 impl Config {
+    /// The state dir, with the configured lock wait.
+    pub fn state(&self) -> crate::state::State {
+        crate::state::State::new(&self.state_dir)
+            .with_lock_wait(std::time::Duration::from_millis(self.lock_wait_ms))
+    }
+
     /// Which NICs are ours (`manage`/`ignore`).
     pub fn scope(&self) -> crate::scope::Scope {
         crate::scope::Scope {

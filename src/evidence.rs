@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::event::Action;
+use crate::host::cloud::Cloud;
 use crate::host::module::ModuleState;
 use crate::host::sysfs::{Netdev, Slot};
 use crate::imds::{Presence, RequestLog};
@@ -46,6 +47,16 @@ pub struct PriorDeparture {
     pub verdict: Verdict,
     /// `None`: stamped in the future (by a clock we cannot compare with).
     pub age_ms: Option<u64>,
+}
+
+/// The synthetic (`hv_netvsc`) NIC an Azure VF belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synthetic {
+    pub name: String,
+    pub mac: String,
+    /// Matched by the VF's MAC; false: the VF's MAC is not known (no
+    /// record), and this is the present synthetic NIC it can belong to.
+    pub by_mac: bool,
 }
 
 /// How the settle window went, when one was needed.
@@ -129,6 +140,11 @@ pub struct Evidence {
     pub settle: Option<Settle>,
     /// Only outside udev (classify by hand, the worker).
     pub imds: Option<ImdsEvidence>,
+    /// The cloud (as set, or detected from DMI), when asked for.
+    pub cloud: Option<Cloud>,
+    /// An Azure VF (a NIC on a Hyper-V PCI bus under VMBus): the synthetic
+    /// `hv_netvsc` NIC present with its MAC.
+    pub synthetic: Option<Synthetic>,
     pub facts: Vec<Fact>,
 }
 
@@ -190,5 +206,7 @@ impl Evidence {
 }
 
 mod gather;
+mod records;
+mod vf;
 
 pub use gather::Gatherer;

@@ -11,167 +11,6 @@ use serde_json::{Value, json};
 
 use crate::state::{State, write_atomic};
 
-/// Upper bounds (seconds) of the decision-latency histogram's buckets.
-pub const DECISION_BUCKETS: [f64; 11] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
-
-/// Upper bounds (seconds) of the IMDS request-latency histogram's buckets:
-/// 1 ms (a cached answer from a healthy IMDS) to 5 s (past any deadline).
-pub const IMDS_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// How one IMDS request ended: the `outcome` label of
-/// `hotplug_hook_imds_request_duration_seconds`, a fixed set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// HTTP 200.
-    Ok,
-    /// HTTP 404: the key does not exist (a detached ENI's keys).
-    Absent,
-    /// HTTP 429.
-    Throttled,
-    /// Any other status (401, 3xx, 5xx...), or no usable answer: connection
-    /// refused or reset, a malformed response, a refused body.
-    Error,
-    /// Connect or read timeout.
-    Timeout,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::Absent,
-        Outcome::Throttled,
-        Outcome::Error,
-        Outcome::Timeout,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Absent => "absent",
-            Outcome::Throttled => "throttled",
-            Outcome::Error => "error",
-            Outcome::Timeout => "timeout",
-        }
-    }
-
-    /// From the HTTP status (None: none received), and whether the exchange
-    /// timed out.
-    pub fn of(status: Option<u16>, timed_out: bool) -> Outcome {
-        match status {
-            Some(200) => Outcome::Ok,
-            Some(404) => Outcome::Absent,
-            Some(429) => Outcome::Throttled,
-            Some(_) => Outcome::Error,
-            None if timed_out => Outcome::Timeout,
-            None => Outcome::Error,
-        }
-    }
-}
-
-/// One histogram series: per-bucket (not cumulative) counts over
-/// [`IMDS_BUCKETS`] plus +Inf, their sum and count.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Histogram {
-    pub buckets: Vec<u64>,
-    pub sum_seconds: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    fn fix(&mut self) {
-        if self.buckets.len() != IMDS_BUCKETS.len() + 1 {
-            self.buckets = vec![0; IMDS_BUCKETS.len() + 1];
-        }
-    }
-
-    pub fn observe(&mut self, seconds: f64) {
-        self.fix();
-        let i = IMDS_BUCKETS
-            .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(IMDS_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.sum_seconds += seconds;
-        self.count += 1;
-    }
-
-    pub fn merge(&mut self, other: &Histogram) {
-        self.fix();
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        self.sum_seconds += other.sum_seconds;
-        self.count += other.count;
-    }
-
-    /// Cumulative counts, one per bound plus +Inf (the `_bucket` series).
-    pub fn cumulative(&self) -> Vec<u64> {
-        let mut total = 0;
-        (0..=IMDS_BUCKETS.len())
-            .map(|i| {
-                total += self.buckets.get(i).copied().unwrap_or(0);
-                total
-            })
-            .collect()
-    }
-
-    fn to_json(&self) -> Value {
-        let mut h = self.clone();
-        h.fix();
-        json!({
-            "buckets": h.buckets,
-            "sum_seconds": self.sum_seconds,
-            "count": self.count,
-        })
-    }
-
-    /// Buckets of another length (another release's bounds) read as zero.
-    fn from_value(v: &Value) -> Histogram {
-        let buckets: Vec<u64> = v
-            .get("buckets")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .filter(|b: &Vec<u64>| b.len() == IMDS_BUCKETS.len() + 1)
-            .unwrap_or_default();
-        if buckets.is_empty() {
-            return Histogram::default();
-        }
-        Histogram {
-            count: buckets.iter().sum(),
-            buckets,
-            sum_seconds: v.get("sum_seconds").and_then(Value::as_f64).unwrap_or(0.0),
-        }
-    }
-}
-
-/// The `q` quantile (0..1) of the observations in `buckets` (per-bucket
-/// counts over [`IMDS_BUCKETS`] plus +Inf), interpolated linearly within
-/// its bucket as Prometheus' `histogram_quantile` does; an answer in the
-/// +Inf bucket is the highest finite bound. None without observations.
-pub fn quantile(q: f64, buckets: &[u64]) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut below = 0u64;
-    for (i, n) in buckets.iter().enumerate() {
-        if *n > 0 && (below + n) as f64 >= rank {
-            let Some(upper) = IMDS_BUCKETS.get(i) else {
-                return IMDS_BUCKETS.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { IMDS_BUCKETS[i - 1] };
-            return Some(lower + (upper - lower) * (rank - below as f64) / *n as f64);
-        }
-        below += n;
-    }
-    IMDS_BUCKETS.last().copied()
-}
-
 /// Counters of IMDS use.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImdsCounters {
@@ -210,6 +49,9 @@ pub struct Metrics {
     pub decision_seconds_sum: f64,
     pub decision_count: u64,
     pub imds: ImdsCounters,
+    /// The cloud the last event was handled in (`ec2`, `azure`, `gce`,
+    /// `none`): the label of `hotplug_hook_info`.
+    pub cloud: Option<String>,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: String, n: u64) {
@@ -363,6 +205,7 @@ impl Metrics {
             "decision_seconds_sum": self.decision_seconds_sum,
             "decision_count": self.decision_count,
             "imds": self.imds.to_json(),
+            "cloud": self.cloud,
         })
     }
 
@@ -393,190 +236,13 @@ impl Metrics {
                 .get("imds")
                 .map(ImdsCounters::from_value)
                 .unwrap_or_default(),
+            cloud: v
+                .get("cloud")
+                .and_then(Value::as_str)
+                .and_then(crate::host::cloud::Cloud::parse)
+                .map(|c| c.as_str().to_string()),
         }
     }
-
-    /// Prometheus text exposition format.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut section = |name: &str, kind: &str, help: &str, body: String| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{body}"
-            ));
-        };
-        section(
-            "hotplug_hook_events_total",
-            "counter",
-            "Net events handled, by action and verdict.",
-            labelled(
-                "hotplug_hook_events_total",
-                &self.events,
-                "action",
-                Some("verdict"),
-            ),
-        );
-        section(
-            "hotplug_hook_reconfigurations_total",
-            "counter",
-            "Reconfigurations triggered, by backend and result.",
-            labelled(
-                "hotplug_hook_reconfigurations_total",
-                &with_failed(&self.reconfigurations),
-                "backend",
-                Some("result"),
-            ),
-        );
-        section(
-            "hotplug_hook_worker_runs_total",
-            "counter",
-            "Worker runs, by IMDS confirmation result.",
-            labelled(
-                "hotplug_hook_worker_runs_total",
-                &self.worker_runs,
-                "result",
-                None,
-            ),
-        );
-        section(
-            "hotplug_hook_stranded_jobs_total",
-            "counter",
-            "Jobs left behind by a worker that died, found past their deadline: reported, not run.",
-            format!("hotplug_hook_stranded_jobs_total {}\n", self.stranded_jobs),
-        );
-        section(
-            "hotplug_hook_resumed_jobs_total",
-            "counter",
-            "Jobs left behind by a worker that died, run by a later worker within their deadline.",
-            format!("hotplug_hook_resumed_jobs_total {}\n", self.resumed_jobs),
-        );
-        let mut hist = String::new();
-        let mut cumulative = 0;
-        for (i, bound) in DECISION_BUCKETS.iter().enumerate() {
-            cumulative += self.decision_buckets.get(i).copied().unwrap_or(0);
-            hist.push_str(&format!(
-                "hotplug_hook_decision_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n"
-            ));
-        }
-        hist.push_str(&format!(
-            "hotplug_hook_decision_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
-             hotplug_hook_decision_duration_seconds_sum {}\n\
-             hotplug_hook_decision_duration_seconds_count {}\n",
-            self.decision_count, self.decision_seconds_sum, self.decision_count
-        ));
-        section(
-            "hotplug_hook_decision_duration_seconds",
-            "histogram",
-            "Wall time of handle, from start to verdict and action.",
-            hist,
-        );
-        section(
-            "hotplug_hook_imds_requests_total",
-            "counter",
-            "IMDS requests, by path kind and HTTP status (error: none received).",
-            labelled(
-                "hotplug_hook_imds_requests_total",
-                &self.imds.requests,
-                "kind",
-                Some("status"),
-            ),
-        );
-        // Every outcome, zeros included: a series that appears only with
-        // its first observation hides that observation from rate().
-        let mut hist = String::new();
-        let name = "hotplug_hook_imds_request_duration_seconds";
-        for outcome in Outcome::ALL.map(Outcome::as_str) {
-            let h = self.imds.latency.get(outcome).cloned().unwrap_or_default();
-            let cumulative = h.cumulative();
-            for (i, n) in cumulative.iter().enumerate() {
-                let le = IMDS_BUCKETS
-                    .get(i)
-                    .map_or("+Inf".to_string(), |b| b.to_string());
-                hist.push_str(&format!(
-                    "{name}_bucket{{outcome=\"{outcome}\",le=\"{le}\"}} {n}\n"
-                ));
-            }
-            hist.push_str(&format!(
-                "{name}_sum{{outcome=\"{outcome}\"}} {}\n\
-                 {name}_count{{outcome=\"{outcome}\"}} {}\n",
-                h.sum_seconds, h.count
-            ));
-        }
-        section(
-            name,
-            "histogram",
-            "Duration of IMDS requests, by outcome (ok: 200, absent: 404, throttled: 429, \
-             error: other status or no answer, timeout).",
-            hist,
-        );
-        section(
-            "hotplug_hook_imds_throttled_total",
-            "counter",
-            "IMDS answers with HTTP 429 (throttled).",
-            format!(
-                "hotplug_hook_imds_throttled_total {}\n",
-                self.imds.throttled
-            ),
-        );
-        section(
-            "hotplug_hook_imds_cache_hits_total",
-            "counter",
-            "IMDS answers served from the state dir's cache, by kind.",
-            labelled(
-                "hotplug_hook_imds_cache_hits_total",
-                &self.imds.cache_hits,
-                "kind",
-                None,
-            ),
-        );
-        section(
-            "hotplug_hook_imds_retries_total",
-            "counter",
-            "IMDS requests retried after throttling or a transient failure.",
-            format!("hotplug_hook_imds_retries_total {}\n", self.imds.retries),
-        );
-        section(
-            "hotplug_hook_imds_token_fetches_total",
-            "counter",
-            "IMDSv2 session tokens fetched.",
-            format!(
-                "hotplug_hook_imds_token_fetches_total {}\n",
-                self.imds.token_fetches
-            ),
-        );
-        out
-    }
-}
-
-/// Reconfigurations, with a zero `failed` series for every backend seen:
-/// the first failure then shows as an increase.
-fn with_failed(map: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let mut out = map.clone();
-    for k in map.keys() {
-        let backend = k.split_once(' ').map_or(k.as_str(), |(b, _)| b);
-        out.entry(format!("{backend} failed")).or_default();
-    }
-    out
-}
-
-/// One sample line per map entry; keys hold one label value, or two
-/// separated by a space.
-fn labelled(name: &str, map: &BTreeMap<String, u64>, l1: &str, l2: Option<&str>) -> String {
-    map.iter()
-        .map(|(k, v)| match l2 {
-            Some(l2) => {
-                let (a, b) = k.split_once(' ').unwrap_or((k, ""));
-                format!("{name}{{{l1}=\"{}\",{l2}=\"{}\"}} {v}\n", esc(a), esc(b))
-            }
-            None => format!("{name}{{{l1}=\"{}\"}} {v}\n", esc(k)),
-        })
-        .collect()
-}
-
-/// Escapes a Prometheus label value.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 const FILE: &str = "metrics.json";
@@ -624,6 +290,11 @@ pub fn add_imds(state: &State, prom: Option<&Path>, counters: &ImdsCounters) {
         crate::log::warn(&format!("failed to save IMDS counters: {e:#}"));
     }
 }
+
+mod histogram;
+mod prometheus;
+
+pub use histogram::*;
 
 #[cfg(test)]
 mod tests;

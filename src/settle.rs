@@ -54,7 +54,7 @@ pub fn classify(
     policy: &Policy,
     window: SettleWindow,
 ) -> Result<(Evidence, Decision)> {
-    let gatherer = Gatherer::new(sysfs, state, event)?;
+    let gatherer = Gatherer::new(sysfs, state, event)?.with_cloud(policy.cloud);
     settle(
         || gatherer.snapshot(),
         policy,
@@ -142,6 +142,7 @@ mod tests {
             manage: Vec::new(),
             ignore: Vec::new(),
         },
+        cloud: crate::host::cloud::CloudSetting::Auto,
     };
     const WINDOW: SettleWindow = SettleWindow {
         window: Duration::from_millis(300),

@@ -27,10 +27,14 @@ pub enum Verdict {
     StaleEvent,
     /// Out of scope: a `manage`/`ignore` selector says it is not ours.
     Unmanaged,
+    /// Azure accelerated networking: the SR-IOV VF of a synthetic
+    /// (`hv_netvsc`) NIC that is present with the same MAC went or came
+    /// back. The synthetic NIC carries the connection: nothing to do.
+    VfFlap,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 11] = [
+    pub const ALL: [Verdict; 12] = [
         Verdict::Virtual,
         Verdict::DeviceReturned,
         Verdict::DeviceRemoved,
@@ -42,6 +46,7 @@ impl Verdict {
         Verdict::Renamed,
         Verdict::StaleEvent,
         Verdict::Unmanaged,
+        Verdict::VfFlap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +62,7 @@ impl Verdict {
             Verdict::Renamed => "renamed",
             Verdict::StaleEvent => "stale-event",
             Verdict::Unmanaged => "unmanaged",
+            Verdict::VfFlap => "vf-flap",
         }
     }
 

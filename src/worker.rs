@@ -22,7 +22,7 @@ use crate::backend::{self, Taken, TakenResult};
 use crate::clock::boot_ms;
 use crate::config::Config;
 use crate::decision::{self, Confirm, Confirmation, Verdict};
-use crate::imds::{Attachment, Client, Presence};
+use crate::imds::{Attachment, Presence};
 use crate::jobs::{Job, JobFile};
 use crate::scope::Nic;
 use crate::state::{State, now_ms};
@@ -81,8 +81,12 @@ pub fn confirm(
     if job.confirm == Confirm::None {
         return (Confirmed::Go(job.verdict, None, String::new()), spent);
     }
+    let cloud = crate::host::cloud::metadata_cloud(
+        cfg.cloud,
+        &crate::host::sysfs::Sysfs::new(&cfg.sysfs_root),
+    );
     // IMDS is off in root's configuration (whatever the job asked).
-    if !cfg.imds {
+    if !cfg.imds || cloud == crate::host::cloud::Cloud::None {
         return (
             match job.confirm {
                 Confirm::Tiebreak => Confirmed::NoAction(
@@ -100,15 +104,19 @@ pub fn confirm(
     let give_up_ms = cfg.imds_confirm_timeout_secs.saturating_mul(1000);
     let mut pause = Duration::from_secs(1);
     loop {
-        let mut client = Client::new(cfg.imds_settings(), Some(state.clone()));
+        let Some(mut client) =
+            crate::imds::client_for(cloud, cfg.imds_settings(), Some(state.clone()))
+        else {
+            unreachable!("no metadata client only for --cloud none, handled above");
+        };
         let presence = match job.confirm {
             Confirm::Attach => client.attached(&mac),
             _ => client.detached(&mac),
         };
-        crate::metrics::add_imds(state, cfg.metrics_file.as_deref(), &client.counters);
+        crate::metrics::add_imds(state, cfg.metrics_file.as_deref(), client.counters());
         spent.attempts += 1;
-        spent.requests += client.log.iter().filter(|r| !r.cached).count();
-        spent.cached += client.log.iter().filter(|r| r.cached).count();
+        spent.requests += client.log().iter().filter(|r| !r.cached).count();
+        spent.cached += client.log().iter().filter(|r| r.cached).count();
         let waiting = match decision::confirm(job.confirm, &mac, &presence) {
             Confirmation::Go(verdict, note) => {
                 let attachment = match presence {
@@ -174,7 +182,7 @@ impl Found {
 /// One locked job: run it, or report it stranded if past its deadline.
 /// Returns whether everything it needed succeeded.
 pub(crate) fn process(cfg: &Config, file: JobFile, job: &Job, found: Found) -> Result<bool> {
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     if job.past_deadline(cfg, boot_ms()) {
         report_stranded(cfg, &state, file, job, found)?;
         return Ok(false);

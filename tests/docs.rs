@@ -235,9 +235,14 @@ fn deb_metadata_ships_every_file() {
         "man/hotplug-hook.8",
     ] {
         assert!(root().join(f).exists(), "{f}");
+        // An asset, or a unit that systemd-units adds (and enables).
+        let unit = f
+            .strip_prefix("systemd/")
+            .and_then(|u| u.strip_suffix(".service"))
+            .map(|u| format!("unit-name = \"{u}\", unit-scripts = \"systemd/\""));
         assert!(
-            toml.contains(&format!("[\"{f}\"")),
-            "{f} is not in [package.metadata.deb] assets"
+            toml.contains(&format!("[\"{f}\"")) || unit.is_some_and(|u| toml.contains(u.as_str())),
+            "{f} is not in [package.metadata.deb] assets or systemd-units"
         );
     }
 }

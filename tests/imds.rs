@@ -321,26 +321,6 @@ fn handle_all(t: &Tree, events: &[(String, String, u32)], flags: &[String]) {
     t.handle_all(&events, &flags);
 }
 
-fn worker_entries(t: &Tree, n: usize, secs: u64) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let w: Vec<Value> = t
-            .journal()
-            .into_iter()
-            .filter(|e| e["kind"] == "worker")
-            .collect();
-        if w.len() >= n {
-            return w;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} worker entries",
-            w.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn burst_of_driver_unload_removes_makes_no_imds_request() {
     let d = ImdsDouble::start(vec![]);
@@ -383,7 +363,7 @@ fn parallel_detaches_share_one_token_and_one_listing() {
         .map(|(i, p)| ("remove".to_string(), p.clone(), 2 + i as u32))
         .collect();
     handle_all(&t, &events, &flags);
-    let workers = worker_entries(&t, 16, 20);
+    let workers = t.worker_entries(16, 20);
     for w in &workers {
         assert_eq!(w["verdict"], "device-removed", "{w}");
         assert_eq!(w["imds"]["result"], "agreed", "{w}");
@@ -407,7 +387,7 @@ fn detach_waits_for_lagging_imds_then_reconfigures() {
     let flags = worker_flags(&d, &script);
     handle_all(&t, &[("remove".into(), devpaths[0].clone(), 2)], &flags);
     assert!(!ran.join("ens3").exists(), "not before IMDS agrees");
-    let w = worker_entries(&t, 1, 20).pop().unwrap();
+    let w = t.worker_entries(1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "agreed", "{w}");
     assert_eq!(w["imds"]["attempts"], 2, "{w}");
     assert!(ran.join("ens3").exists());
@@ -423,7 +403,7 @@ fn listed_mac_whose_keys_answer_404_counts_as_detached() {
     t.hot_unplug(&devpaths[0]);
     let flags = worker_flags(&d, &script);
     handle_all(&t, &[("remove".into(), devpaths[0].clone(), 2)], &flags);
-    let w = worker_entries(&t, 1, 20).pop().unwrap();
+    let w = t.worker_entries(1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "agreed", "{w}");
     assert!(
         w["imds"]["note"]
@@ -449,7 +429,7 @@ fn worker_gives_up_when_imds_never_agrees() {
     let mut flags = worker_flags(&d, &script);
     flags.extend(["--imds-confirm-timeout-secs".into(), "2".into()]);
     handle_all(&t, &[("remove".into(), devpaths[0].clone(), 2)], &flags);
-    let w = worker_entries(&t, 1, 20).pop().unwrap();
+    let w = t.worker_entries(1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "gave-up", "{w}");
     assert_eq!(w["ok"], false);
     assert!(w["action_taken"].is_null());
@@ -488,7 +468,7 @@ fn unreachable_imds_never_blocks_the_hook() {
         ],
     ));
     assert!(start.elapsed() < Duration::from_millis(500));
-    let w = worker_entries(&t, 1, 20).pop().unwrap();
+    let w = t.worker_entries(1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "gave-up", "{w}");
     assert!(
         w["imds"]["note"]
@@ -507,7 +487,7 @@ fn new_device_is_confirmed_and_its_metadata_passed_on() {
     let (script, ran) = recorder(&t);
     let flags = worker_flags(&d, &script);
     handle_all(&t, &[("add".into(), ens5, 2)], &flags);
-    let w = worker_entries(&t, 1, 20).pop().unwrap();
+    let w = t.worker_entries(1, 20).pop().unwrap();
     assert_eq!(w["verdict"], "new-device");
     let env = fs::read_to_string(ran.join("ens5")).unwrap();
     assert!(env.contains("HOTPLUG_DEVICE_NUMBER=1\n"), "{env}");
@@ -534,7 +514,7 @@ fn new_device_appearing_late_in_imds_is_waited_for() {
     let (script, ran) = recorder(&t);
     let flags = worker_flags(&d, &script);
     handle_all(&t, &[("add".into(), ens5, 2)], &flags);
-    let w = worker_entries(&t, 1, 20).pop().unwrap();
+    let w = t.worker_entries(1, 20).pop().unwrap();
     assert_eq!(w["imds"]["result"], "agreed", "{w}");
     assert_eq!(w["imds"]["attempts"], 2, "{w}");
     assert!(ran.join("ens5").exists());
@@ -697,7 +677,7 @@ fn imds_values_are_validated_before_they_reach_the_command() {
         let mut flags = worker_flags(&d, &script);
         flags.extend(["--imds-confirm-timeout-secs".into(), "1".into()]);
         handle_all(&t, &[("add".into(), ens5, 2)], &flags);
-        let w = worker_entries(&t, 1, 20).pop().unwrap();
+        let w = t.worker_entries(1, 20).pop().unwrap();
         let env = fs::read_to_string(ran.join("ens5")).unwrap_or_default();
         for bad in [number, card, id] {
             if !["0", "1"].contains(&bad) {

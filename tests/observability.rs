@@ -230,8 +230,9 @@ fn parse_prom(text: &str) -> BTreeMap<String, f64> {
                     .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s))),
             "{name} has no TYPE before it"
         );
-        if name.ends_with("_total") || name.contains("_seconds") {
-            // Prometheus naming: counters end in _total, durations in seconds.
+        if name.ends_with("_total") || name.contains("_seconds") || name.ends_with("_info") {
+            // Prometheus naming: counters end in _total, durations in
+            // seconds, info gauges (always 1, facts as labels) in _info.
         } else {
             panic!("unconventional metric name {name}");
         }

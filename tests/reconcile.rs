@@ -4,30 +4,12 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::imds::{Eni, ImdsDouble};
 use common::{ModKind, Tree, ok, stdout};
 use serde_json::Value;
-
-/// A command that leaves one file per interface it ran for.
-fn recorder(t: &Tree) -> (PathBuf, PathBuf) {
-    let script = t.scratch("recorder.sh");
-    let dir = t.scratch("ran");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$HOTPLUG_VERDICT\" >> \"{}/$HOTPLUG_INTERFACE\"\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    (script, dir)
-}
 
 fn flags(d: &ImdsDouble, script: &std::path::Path) -> Vec<String> {
     vec![
@@ -58,22 +40,6 @@ fn ran(dir: &std::path::Path, iface: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_workers(t: &Tree, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let w: Vec<Value> = t
-            .journal()
-            .into_iter()
-            .filter(|e| e["kind"] == "worker")
-            .collect();
-        if w.len() >= n {
-            return w;
-        }
-        assert!(Instant::now() < deadline, "{} of {n} workers", w.len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// 16 ENIs recorded at boot; then, with no event handled: ens3 detached
 /// (gone from sysfs and from IMDS) and ens20 attached (present, listed).
 fn missed_events() -> (Tree, ImdsDouble, Vec<String>) {
@@ -91,7 +57,7 @@ fn missed_events() -> (Tree, ImdsDouble, Vec<String>) {
 #[test]
 fn missed_adds_and_removals_are_forwarded_once_with_two_imds_requests() {
     let (t, d, _) = missed_events();
-    let (script, dir) = recorder(&t);
+    let (script, dir) = t.verdict_recorder();
     let flags = flags(&d, &script);
 
     // The plan alone: one token, one listing, no record, job or journal
@@ -126,7 +92,7 @@ fn missed_adds_and_removals_are_forwarded_once_with_two_imds_requests() {
     let out = reconcile(&t, &flags, &[]);
     assert!(out.contains("add ens20"), "{out}");
     assert!(out.contains("remove ens3"), "{out}");
-    let workers = wait_workers(&t, 2);
+    let workers = t.worker_entries(2, 30);
     assert!(
         workers.iter().all(|w| w["imds"]["result"] == "agreed"),
         "{workers:?}"
@@ -145,14 +111,14 @@ fn missed_adds_and_removals_are_forwarded_once_with_two_imds_requests() {
     let again = reconcile(&t, &flags, &[]);
     assert!(again.contains("nothing missed"), "{again}");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(wait_workers(&t, 2).len(), 2);
+    assert_eq!(t.worker_entries(2, 30).len(), 2);
     assert_eq!(ran(&dir, "ens20"), ["new-device"]);
 }
 
 #[test]
 fn a_nic_still_listed_or_an_imds_that_cannot_answer_is_left_alone() {
     let (t, d, devpaths) = missed_events();
-    let (script, dir) = recorder(&t);
+    let (script, dir) = t.verdict_recorder();
     let flags = flags(&d, &script);
     // ens4's driver went away (it is gone from sysfs) but IMDS still lists
     // it: a reload or an unbind, not a detach.

@@ -5,29 +5,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::imds::{Eni, ImdsDouble};
 use common::{ModKind, Tree, ok, stdout};
 use serde_json::Value;
-
-fn recorder(t: &Tree) -> (PathBuf, PathBuf) {
-    let script = t.scratch("recorder.sh");
-    let dir = t.scratch("ran");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$HOTPLUG_VERDICT\" >> \"{}/$HOTPLUG_INTERFACE\"\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    (script, dir)
-}
 
 fn flags(d: &ImdsDouble, script: &std::path::Path, scope: &[&str]) -> Vec<String> {
     let mut f: Vec<String> = vec![
@@ -52,26 +34,14 @@ fn last(t: &Tree, kind: &str) -> Value {
 }
 
 fn wait_worker(t: &Tree, n: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let w: Vec<Value> = t
-            .journal()
-            .into_iter()
-            .filter(|e| e["kind"] == "worker")
-            .collect();
-        if w.len() >= n {
-            return w[n - 1].clone();
-        }
-        assert!(Instant::now() < deadline, "no worker entry {n}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    t.worker_entries(n, 20)[n - 1].clone()
 }
 
 #[test]
 fn an_ignored_nic_is_unmanaged_without_imds_or_forwarding() {
     let d = ImdsDouble::start(vec![Eni::new("02:a1:b2:c3:d4:07", 1)]);
     let t = Tree::new();
-    let (script, ran) = recorder(&t);
+    let (script, ran) = t.verdict_recorder();
     let ens7 = t.ena(7, "ens7", "02:a1:b2:c3:d4:07", 4, ModKind::Loadable);
     let f = flags(&d, &script, &["--ignore", r#"{"ifname": "ens[6-9]"}"#]);
     let f: Vec<&str> = f.iter().map(String::as_str).collect();
@@ -103,7 +73,7 @@ fn a_cni_node_leaves_device_numbers_from_one_to_the_cni() {
         Eni::new("02:a1:b2:c3:d4:06", 2),
     ]);
     let t = Tree::new();
-    let (script, ran) = recorder(&t);
+    let (script, ran) = t.verdict_recorder();
     let scope = ["--ignore", r#"{"device_number": "1-"}"#];
     let f = flags(&d, &script, &scope);
     let f: Vec<&str> = f.iter().map(String::as_str).collect();
@@ -143,7 +113,7 @@ fn primary_eni_only_manages_device_number_zero() {
         Eni::new("02:a1:b2:c3:d4:06", 1),
     ]);
     let t = Tree::new();
-    let (script, ran) = recorder(&t);
+    let (script, ran) = t.verdict_recorder();
     let f = flags(&d, &script, &["--manage", r#"{"device_number": "0"}"#]);
     let f: Vec<&str> = f.iter().map(String::as_str).collect();
     let ens5 = t.ena(5, "ens5", "02:a1:b2:c3:d4:05", 2, ModKind::Loadable);
@@ -163,7 +133,7 @@ fn reconcile_spends_one_request_per_nic_a_device_number_selector_needs() {
         Eni::new("02:a1:b2:c3:d4:06", 1),
     ]);
     let t = Tree::new();
-    let (script, _) = recorder(&t);
+    let (script, _) = t.verdict_recorder();
     // Two ENIs whose adds were missed; one is the CNI's.
     t.ena(5, "ens5", "02:a1:b2:c3:d4:05", 2, ModKind::Loadable);
     t.ena(6, "ens6", "02:a1:b2:c3:d4:06", 3, ModKind::Loadable);

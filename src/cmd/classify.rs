@@ -14,14 +14,13 @@ use crate::decision::{Decision, Outcome, Verdict, decide};
 use crate::error::ExitCode;
 use crate::evidence::{Evidence, ImdsEvidence};
 use crate::host::sysfs::Sysfs;
-use crate::imds::Client;
 use crate::settle::classify;
 use crate::state::State;
 
 pub(crate) fn run(cfg: &Config, args: &EventArgs, as_json: bool) -> Result<ExitCode> {
     let start = Instant::now();
     let sysfs = Sysfs::new(&cfg.sysfs_root);
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     let Some(event) = read_event(&sysfs, &state, args)? else {
         println!("ignored: not a net add/remove/move event");
         return Ok(ExitCode::Ok);
@@ -90,17 +89,22 @@ fn ask_imds(cfg: &Config, state: &State, ev: &mut Evidence, decision: &mut Decis
     let Some(mac) = ev.mac().map(str::to_string) else {
         return;
     };
-    let mut client = Client::new(cfg.imds_settings(), Some(state.clone()));
+    let sysfs = crate::host::sysfs::Sysfs::new(&cfg.sysfs_root);
+    let cloud = crate::host::cloud::metadata_cloud(cfg.cloud, &sysfs);
+    let Some(mut client) = crate::imds::client_for(cloud, cfg.imds_settings(), Some(state.clone()))
+    else {
+        return;
+    };
     let presence = if decision.verdict == Verdict::NewDevice {
         client.attached(&mac)
     } else {
         client.detached(&mac)
     };
-    crate::metrics::add_imds(state, cfg.metrics_file.as_deref(), &client.counters);
+    crate::metrics::add_imds(state, cfg.metrics_file.as_deref(), client.counters());
     ev.imds = Some(ImdsEvidence {
         mac,
         presence,
-        requests: client.log.clone(),
+        requests: client.log().to_vec(),
     });
     if let Outcome::Decided(d) = decide(ev, &policy(cfg)) {
         *decision = d;

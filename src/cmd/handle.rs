@@ -24,7 +24,7 @@ use crate::state::{State, now_ms};
 pub(crate) fn run(cfg: &Config, args: &EventArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let sysfs = Sysfs::new(&cfg.sysfs_root);
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     let Some(event) = read_event(&sysfs, &state, args)? else {
         return Ok(ExitCode::Ok);
     };
@@ -113,6 +113,9 @@ fn remember(
     drop(lock);
     let counted = crate::metrics::update(state, cfg.metrics_file.as_deref(), |m| {
         m.event(event.action.as_str(), v.as_str(), ms / 1000.0);
+        if let Some(c) = ev.cloud {
+            m.cloud = Some(c.as_str().to_string());
+        }
         if let Some(t) = taken {
             m.reconfiguration(t.backend.as_str(), t.result.as_str());
         }

@@ -7,11 +7,10 @@ use crate::config::Config;
 use crate::error::ExitCode;
 use crate::imds::{Client, Fetched};
 use crate::log;
-use crate::state::State;
 
 pub(crate) fn get(cfg: &Config, path: &str) -> Result<ExitCode> {
     let path = crate::imds::metadata_path(path)?;
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     let mut client = Client::new(cfg.imds_settings(), Some(state.clone()));
     let result = if path == crate::imds::MACS_PATH {
         client

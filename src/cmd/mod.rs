@@ -72,6 +72,7 @@ pub(crate) fn policy(cfg: &Config) -> Policy {
         handle_virtual: cfg.handle_virtual,
         return_window_ms: cfg.return_window_secs.saturating_mul(1000),
         scope: cfg.scope(),
+        cloud: cfg.cloud,
     }
 }
 
@@ -177,4 +178,37 @@ pub(crate) fn record_from(ev: &Evidence) -> Option<Record> {
         seen_ms: now_ms(),
         departed: None,
     })
+}
+
+/// The NICs present now (virtual ones only when handled), as add-time
+/// evidence: what `scan` records and `reconcile` compares.
+pub(crate) fn present_nics(
+    cfg: &Config,
+    sysfs: &Sysfs,
+    state: &State,
+) -> Result<Vec<(Event, Evidence)>> {
+    let mut out = Vec::new();
+    for iface in sysfs.list_interfaces()? {
+        let Some(devpath) = sysfs.class_net_devpath(&iface)? else {
+            continue;
+        };
+        if event::is_virtual(&devpath) && !cfg.handle_virtual {
+            continue;
+        }
+        let event = Event {
+            action: Action::Add,
+            iface,
+            devpath: Some(devpath),
+            ifindex: None,
+            driver: None,
+            seqnum: None,
+            iface_old: None,
+            from_udev: false,
+        };
+        let ev = crate::evidence::Gatherer::new(sysfs, state, &event)?.snapshot()?;
+        if ev.netdev.is_some() {
+            out.push((event, ev));
+        }
+    }
+    Ok(out)
 }

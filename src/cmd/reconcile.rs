@@ -16,7 +16,7 @@ use crate::decision::{self, Decision, Verdict};
 use crate::dispatch;
 use crate::error::ExitCode;
 use crate::event::{self, Action, Event};
-use crate::evidence::{Evidence, Gatherer};
+use crate::evidence::Evidence;
 use crate::host::sysfs::Sysfs;
 use crate::imds::{Client, Fetched};
 use crate::scope::{InScope, Nic};
@@ -50,34 +50,6 @@ fn listing(client: Option<&mut Client>) -> (Option<BTreeSet<String>>, Vec<String
             )],
         ),
     }
-}
-
-/// The present NICs (not virtual ones, unless handled) as add-time evidence.
-fn present(cfg: &Config, sysfs: &Sysfs, state: &State) -> Result<Vec<(Event, Evidence)>> {
-    let mut out = Vec::new();
-    for iface in sysfs.list_interfaces()? {
-        let Some(devpath) = sysfs.class_net_devpath(&iface)? else {
-            continue;
-        };
-        if event::is_virtual(&devpath) && !cfg.handle_virtual {
-            continue;
-        }
-        let event = Event {
-            action: Action::Add,
-            iface,
-            devpath: Some(devpath),
-            ifindex: None,
-            driver: None,
-            seqnum: None,
-            iface_old: None,
-            from_udev: false,
-        };
-        let ev = Gatherer::new(sysfs, state, &event)?.snapshot()?;
-        if ev.netdev.is_some() {
-            out.push((event, ev));
-        }
-    }
-    Ok(out)
 }
 
 /// What was missed: present NICs never configured (no record) that IMDS
@@ -216,9 +188,9 @@ fn removal(r: Record, mac: &str, imds_off: bool) -> Missed {
 
 pub(crate) fn run(cfg: &Config, dry_run: bool) -> Result<ExitCode> {
     let sysfs = Sysfs::new(&cfg.sysfs_root);
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     state.ensure()?;
-    let present = present(cfg, &sysfs, &state)?;
+    let present = super::present_nics(cfg, &sysfs, &state)?;
     let mut client = cfg
         .imds
         .then(|| Client::new(cfg.imds_settings(), Some(state.clone())));

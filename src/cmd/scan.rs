@@ -4,43 +4,22 @@
 
 use anyhow::Result;
 
-use super::update_for;
+use super::{present_nics, update_for};
 use crate::config::Config;
 use crate::decision::Verdict;
 use crate::error::ExitCode;
-use crate::event::{self, Action, Event};
 use crate::host::sysfs::Sysfs;
-use crate::state::State;
 use crate::worker;
 
 pub(crate) fn run(cfg: &Config) -> Result<ExitCode> {
     let sysfs = Sysfs::new(&cfg.sysfs_root);
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     state.ensure()?;
     let mut recorded = Vec::new();
-    for iface in sysfs.list_interfaces()? {
-        let Some(devpath) = sysfs.class_net_devpath(&iface)? else {
-            continue;
-        };
-        if event::is_virtual(&devpath) && !cfg.handle_virtual {
-            continue;
-        }
-        let event = Event {
-            action: Action::Add,
-            iface: iface.clone(),
-            devpath: Some(devpath),
-            ifindex: None,
-            driver: None,
-            seqnum: None,
-            iface_old: None,
-            from_udev: false,
-        };
-        let ev = crate::evidence::Gatherer::new(&sysfs, &state, &event)?.snapshot()?;
-        if ev.netdev.is_some() {
-            let lock = state.lock()?;
-            state.apply(&lock, &update_for(&event, &ev, Verdict::AlreadyKnown))?;
-            recorded.push(iface);
-        }
+    for (event, ev) in present_nics(cfg, &sysfs, &state)? {
+        let lock = state.lock()?;
+        state.apply(&lock, &update_for(&event, &ev, Verdict::AlreadyKnown))?;
+        recorded.push(event.iface);
     }
     println!(
         "recorded {} interface{}{}{}",

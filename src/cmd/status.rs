@@ -1,5 +1,6 @@
 //! `hotplug-hook status`: counters, pending jobs and the last journal
-//! entries, for people (`--json` for machines).
+//! entries, for people (`--json` for machines: there the journal entries are
+//! as stored, `ts_ms` in milliseconds since the epoch).
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -7,10 +8,9 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::error::ExitCode;
 use crate::metrics::{IMDS_BUCKETS, ImdsCounters, Outcome, quantile};
-use crate::state::State;
 
 pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCode> {
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     let m = crate::metrics::load(&state);
     let journal = state.journal_tail(entries);
     let pending = crate::jobs::pending(&state);
@@ -106,12 +106,17 @@ pub(crate) fn run(cfg: &Config, entries: usize, as_json: bool) -> Result<ExitCod
     }
     imds_latency_text(&mut text, &m.imds);
     list(&mut text, "IMDS cache hits", &m.imds.cache_hits);
-    text.push_str(&format!("last {} journal entries:\n", journal.len()));
+    let now_ms = crate::state::now_ms();
+    text.push_str(&format!(
+        "last {} journal entries (local time{}):\n",
+        journal.len(),
+        local_time(now_ms / 1000).map_or(String::new(), |t| format!(", {}", t.zone()))
+    ));
     for e in &journal {
         let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
         text.push_str(&format!(
             "  {} {} {} {}: {}{}{}\n",
-            e["ts_ms"].as_u64().unwrap_or(0),
+            when(e["ts_ms"].as_u64(), now_ms),
             s("kind"),
             s("iface"),
             s("action"),
@@ -180,3 +185,75 @@ fn imds_latency_text(text: &mut String, c: &ImdsCounters) {
         counts.join(", ")
     ));
 }
+
+/// A journal entry's wall-clock time for people: local date and time to the
+/// second, and how long ago (`2026-11-29 13:54:04 (12 s ago)`). A time ahead
+/// of now (the clock was stepped back) gets no age; a missing one is `-`.
+fn when(ts_ms: Option<u64>, now_ms: u64) -> String {
+    let Some(ts_ms) = ts_ms.filter(|&t| t > 0) else {
+        return "-".to_string();
+    };
+    let at = local_time(ts_ms / 1000).map_or_else(|| format!("@{}", ts_ms / 1000), |t| t.stamp());
+    match now_ms.checked_sub(ts_ms) {
+        Some(age) => format!("{at} ({} ago)", ago(age / 1000)),
+        None => at,
+    }
+}
+
+/// `12 s`, `5 min`, `3 h 20 min`, `2 d 4 h`: the two largest units.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => match (secs / 3600, secs % 3600 / 60) {
+            (h, 0) => format!("{h} h"),
+            (h, m) => format!("{h} h {m} min"),
+        },
+        _ => match (secs / 86400, secs % 86400 / 3600) {
+            (d, 0) => format!("{d} d"),
+            (d, h) => format!("{d} d {h} h"),
+        },
+    }
+}
+
+/// Broken-down local time (the `TZ` variable, else `/etc/localtime`).
+struct LocalTime(nix::libc::tm);
+
+impl LocalTime {
+    /// `2026-11-29 13:54:04`.
+    fn stamp(&self) -> String {
+        let t = &self.0;
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            i64::from(t.tm_year) + 1900,
+            t.tm_mon + 1,
+            t.tm_mday,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec
+        )
+    }
+
+    /// `UTC`, or the offset from it: `UTC+01:00`.
+    fn zone(&self) -> String {
+        let off = self.0.tm_gmtoff;
+        if off == 0 {
+            return "UTC".to_string();
+        }
+        let sign = if off < 0 { '-' } else { '+' };
+        let off = off.unsigned_abs();
+        format!("UTC{sign}{:02}:{:02}", off / 3600, off % 3600 / 60)
+    }
+}
+
+fn local_time(secs: u64) -> Option<LocalTime> {
+    let secs = nix::libc::time_t::try_from(secs).ok()?;
+    // SAFETY: localtime_r only writes the `tm` it is given (zeroed, valid
+    // for every field) and reads `secs`; it is the thread-safe variant.
+    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+    let done = unsafe { nix::libc::localtime_r(&secs, &mut tm) };
+    (!done.is_null()).then_some(LocalTime(tm))
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ use crate::worker::{Found, Sweep, process, sweep};
 /// time. Returns whether everything its own job needed succeeded. A job
 /// another worker holds, or already finished, is left alone (exit 0).
 pub(crate) fn run(cfg: &Config, job_path: &Path) -> Result<bool> {
-    let state = State::new(&cfg.state_dir);
+    let state = cfg.state();
     state.ensure()?;
     in_jobs_dir(&state, job_path)?;
     let file = match claim_own(job_path)? {

@@ -283,7 +283,12 @@ macro_rules! choice_kind {
     )+};
 }
 
-choice_kind!(super::Backend, super::Dispatch, crate::log::LogMode);
+choice_kind!(
+    super::Backend,
+    super::Dispatch,
+    crate::log::LogMode,
+    crate::host::cloud::CloudSetting
+);
 
 fn wrong(key: &str, want: &str) -> anyhow::Error {
     invalid(format!("{} must be {want}", quote(key)))

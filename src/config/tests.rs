@@ -100,7 +100,7 @@ fn config_errors_name_the_key() {
     );
     assert_eq!(
         err(r#"{"backend": "ansible"}"#),
-        r#""backend" must be one of none, cloud-init, command"#
+        r#""backend" must be one of none, cloud-init, command, ec2-net-utils"#
     );
     assert_eq!(err(r#"{"imds": 1}"#), r#""imds" must be true or false"#);
     assert_eq!(

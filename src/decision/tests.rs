@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::evidence::{ModuleEvidence, Prior, PriorDeparture, Settle};
+use crate::host::module::ModuleState;
 use crate::host::sysfs::{Netdev, Slot};
 
 const PARENT: &str = "/devices/pci0000:00/0000:00:05.0";
@@ -12,6 +13,7 @@ const POLICY: Policy = Policy {
         manage: Vec::new(),
         ignore: Vec::new(),
     },
+    cloud: crate::host::cloud::CloudSetting::Auto,
 };
 
 fn netdev(ifindex: u32, mac: &str) -> Netdev {

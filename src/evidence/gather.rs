@@ -3,9 +3,10 @@
 
 use anyhow::Result;
 
-use super::{Evidence, Fact, ModuleEvidence, Prior, PriorDeparture};
+use super::{Evidence, Fact, ModuleEvidence};
 use crate::error::invalid;
 use crate::event::{Action, Event, device_of, is_virtual, parent_of};
+use crate::host::cloud::{CloudSetting, Detected};
 use crate::host::module::module_for_driver;
 use crate::host::sysfs::Sysfs;
 use crate::state::{Record, State};
@@ -13,11 +14,12 @@ use crate::state::{Record, State};
 /// Reads evidence for one event. Built once per event; `snapshot` is called
 /// again on every poll of the settle window.
 pub struct Gatherer<'a> {
-    sysfs: &'a Sysfs,
-    state: &'a State,
-    event: &'a Event,
-    record: Option<Record>,
-    devpath: Option<String>,
+    pub(super) sysfs: &'a Sysfs,
+    pub(super) state: &'a State,
+    pub(super) event: &'a Event,
+    pub(super) record: Option<Record>,
+    pub(super) devpath: Option<String>,
+    pub(super) cloud: Option<Detected>,
 }
 
 impl<'a> Gatherer<'a> {
@@ -45,7 +47,14 @@ impl<'a> Gatherer<'a> {
             event,
             record,
             devpath,
+            cloud: None,
         })
+    }
+
+    /// Also tells the cloud (as set, or detected once, here, from DMI).
+    pub fn with_cloud(mut self, setting: CloudSetting) -> Self {
+        self.cloud = Some(crate::host::cloud::resolve(setting, self.sysfs));
+        self
     }
 
     /// One look at sysfs, module state and records.
@@ -71,6 +80,10 @@ impl<'a> Gatherer<'a> {
                 "sysfs or record"
             };
             ev.fact("devpath", d.clone(), how);
+        }
+        if let Some(c) = &self.cloud {
+            ev.cloud = Some(c.cloud);
+            ev.fact("cloud", c.cloud.as_str(), c.source.clone());
         }
         if let Some(r) = &self.record {
             ev.fact(
@@ -247,6 +260,7 @@ impl<'a> Gatherer<'a> {
             }
             Action::Move => {}
         }
+        super::vf::gather(sysfs, &mut ev)?;
         Ok(ev)
     }
 
@@ -311,31 +325,6 @@ impl<'a> Gatherer<'a> {
         }))
     }
 
-    /// A net device on the device with another MAC than ours that is not a
-    /// recorded sibling (a second port): another NIC took our NIC's place,
-    /// e.g. a new ENI plugged into the slot before our remove was handled.
-    fn replacement(
-        &self,
-        netdevs: &[crate::host::sysfs::Netdev],
-        device: &str,
-    ) -> Option<crate::host::sysfs::Netdev> {
-        let ours = self.record.as_ref()?.mac.as_deref()?;
-        netdevs
-            .iter()
-            .find(|n| {
-                let Some(mac) = n.mac.as_deref() else {
-                    return false;
-                };
-                !mac.eq_ignore_ascii_case(ours)
-                    && !self
-                        .state
-                        .records_for_mac(Some(mac), device)
-                        .iter()
-                        .any(|r| r.has_mac(mac) && r.device() == device && r.departed.is_none())
-            })
-            .cloned()
-    }
-
     /// The module of a virtio NIC's transport (the PCI function's driver):
     /// from our record, the bound driver's `module` link, or, once unbound,
     /// `virtio_pci` for a PCI function.
@@ -363,56 +352,6 @@ impl<'a> Gatherer<'a> {
             state,
             recorded_builtin: recorded.is_some_and(|r| r.transport_builtin),
         }))
-    }
-
-    /// Records of the new NIC's MAC (on any device), and MAC-less records
-    /// of its device: a device-only match is allowed only when the record
-    /// has no MAC, since a different MAC is never the same NIC.
-    fn add_priors(&self, ev: &mut Evidence) {
-        let now = crate::clock::boot_ms();
-        let mac = ev.netdev.as_ref().and_then(|n| n.mac.clone());
-        let Some(device) = ev.device.clone() else {
-            return;
-        };
-        for r in self.state.records_for_mac(mac.as_deref(), &device) {
-            let same_device = r.device() == device;
-            let matched_by = match (&mac, &r.mac) {
-                (Some(a), Some(_)) if r.has_mac(a) => format!("MAC {a}"),
-                (_, None) if same_device => format!("device {device}"),
-                _ => continue,
-            };
-            // A departure stamped in the future (another boot's clock) is
-            // too old to count.
-            let departed = r.departed.as_ref().map(|d| PriorDeparture {
-                verdict: d.verdict,
-                age_ms: crate::clock::age_ms(d.boot_ms, now),
-            });
-            ev.facts.push(Fact {
-                name: format!("prior.{}", r.name),
-                value: format!(
-                    "{matched_by}{}",
-                    departed
-                        .as_ref()
-                        .map(|d| match d.age_ms {
-                            Some(age) => format!(", left {age} ms ago ({})", d.verdict.as_str()),
-                            None => format!(", left at a future time ({})", d.verdict.as_str()),
-                        })
-                        .unwrap_or_else(|| format!(
-                            ", present with ifindex {}",
-                            r.ifindex.map_or("?".into(), |i| i.to_string())
-                        ))
-                ),
-                source: self.state.record_path(&r.key()).display().to_string(),
-            });
-            ev.priors.push(Prior {
-                name: r.name.clone(),
-                mac: r.mac.clone(),
-                ifindex: r.ifindex,
-                matched_by,
-                same_device,
-                departed,
-            });
-        }
     }
 }
 

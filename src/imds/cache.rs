@@ -46,7 +46,8 @@ impl Client {
     /// The session token: memory, then cache, then one PUT shared by every
     /// process waiting on the lock. `None` once fallen back to IMDSv1.
     pub(super) fn token(&mut self) -> Result<Option<String>> {
-        if self.v1 {
+        // The token PUT is EC2's alone.
+        if self.v1 || self.cloud != Cloud::Ec2 {
             return Ok(None);
         }
         if let Some(t) = &self.token {
@@ -131,7 +132,11 @@ impl Client {
     }
 
     fn macs_file(&self) -> Option<PathBuf> {
-        self.state.as_ref().map(|s| s.dir().join("imds-macs.json"))
+        let name = match self.cloud {
+            Cloud::Ec2 | Cloud::None => "imds-macs.json".to_string(),
+            other => format!("imds-macs-{}.json", other.as_str()),
+        };
+        self.state.as_ref().map(|s| s.dir().join(name))
     }
 
     fn cached_macs(&self) -> Option<Vec<String>> {
@@ -155,19 +160,30 @@ impl Client {
     /// The attached MACs (`macs/` listing), cached for `listing_ttl` and
     /// fetched once for a burst of events.
     pub fn macs(&mut self) -> Result<Vec<String>> {
+        let (path, parse): (&str, ParseListing) = match self.cloud {
+            Cloud::Azure => (
+                super::clouds::AZURE_NETWORK_PATH,
+                super::clouds::parse_azure_network,
+            ),
+            Cloud::Gce => (
+                super::clouds::GCE_NICS_PATH,
+                super::clouds::parse_gce_interfaces,
+            ),
+            Cloud::Ec2 | Cloud::None => (MACS_PATH, parse_mac_listing),
+        };
         if let Some(m) = self.cached_macs() {
-            self.cached("GET", MACS_PATH, "macs");
+            self.cached("GET", path, "macs");
             return Ok(m);
         }
         let _guard = self.single_flight("imds-macs.lock")?;
         if let Some(m) = self.cached_macs() {
-            self.cached("GET", MACS_PATH, "macs");
+            self.cached("GET", path, "macs");
             return Ok(m);
         }
         let asked_boot_ms = boot_ms();
-        let macs = match self.get(MACS_PATH)? {
+        let macs = match self.get(path)? {
             Fetched::Found(body) => {
-                parse_mac_listing(&body).map_err(|e| anyhow!("GET {}: {e}", self.url(MACS_PATH)))?
+                parse(&body).map_err(|e| anyhow!("GET {}: {e}", self.url(path)))?
             }
             Fetched::Absent => Vec::new(),
         };
@@ -182,6 +198,9 @@ impl Client {
         Ok(macs)
     }
 }
+
+/// Parses a cloud's listing into lower-case MACs.
+type ParseListing = fn(&str) -> Result<Vec<String>, String>;
 
 /// Whether a token fetched at `fetched` (boot-clock ms) with a TTL of
 /// `ttl_secs` is still worth using at `now`: it is renewed shortly before it

@@ -15,12 +15,16 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::error::{invalid, quote};
+use crate::host::cloud::Cloud;
 use crate::metrics::ImdsCounters;
 use crate::state::State;
 
 mod cache;
+mod clouds;
 mod presence;
 mod validate;
+
+pub use clouds::{Azure, Gce, Metadata, client_for};
 
 use validate::jitter;
 pub use validate::*;
@@ -134,6 +138,9 @@ pub struct Client {
     state: Option<State>,
     token: Option<String>,
     v1: bool,
+    /// Whose metadata service: EC2's (the token dance), Azure's or Google's
+    /// (a fixed header, one listing document).
+    cloud: Cloud,
     start: Instant,
     pub log: Vec<RequestLog>,
     pub counters: ImdsCounters,
@@ -142,6 +149,11 @@ pub struct Client {
 impl Client {
     /// A client whose deadline starts now. `state` enables the shared cache.
     pub fn new(settings: ImdsSettings, state: Option<State>) -> Client {
+        Client::flavoured(Cloud::Ec2, settings, state)
+    }
+
+    /// A client of `cloud`'s metadata service (see [`Metadata`]).
+    pub(crate) fn flavoured(cloud: Cloud, settings: ImdsSettings, state: Option<State>) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             // Never through a proxy, never to another host.
             .proxy(None)
@@ -157,6 +169,7 @@ impl Client {
             state,
             token: None,
             v1: false,
+            cloud,
             start: Instant::now(),
             log: Vec::new(),
             counters: ImdsCounters::default(),
@@ -202,6 +215,11 @@ impl Client {
                 .build();
             if let Some(t) = token {
                 req = req.header(TOKEN_HEADER, t);
+            }
+            match self.cloud {
+                Cloud::Azure => req = req.header("Metadata", "true"),
+                Cloud::Gce => req = req.header("Metadata-Flavor", "Google"),
+                Cloud::Ec2 | Cloud::None => {}
             }
             req.call()
         };
@@ -336,11 +354,12 @@ impl Client {
             })?;
             match got {
                 Some(f) => return Ok(f),
-                None if !reauthed && !self.v1 => {
+                None if !reauthed && !self.v1 && self.cloud == Cloud::Ec2 => {
                     crate::log::debug("IMDS answered 401: dropping the cached token");
                     self.drop_token();
                     reauthed = true;
                 }
+                None if self.cloud != Cloud::Ec2 => bail!("{what}: HTTP 401"),
                 None => bail!("{what}: HTTP 401 with a fresh token"),
             }
         }

@@ -13,7 +13,10 @@ use crate::error::{invalid, quote};
 pub fn path_kind(path: &str) -> &'static str {
     if path == TOKEN_PATH {
         "token"
-    } else if path == MACS_PATH {
+    } else if path == MACS_PATH
+        || path == super::clouds::AZURE_NETWORK_PATH
+        || path == super::clouds::GCE_NICS_PATH
+    {
         "macs"
     } else if path.starts_with(MACS_PATH) {
         "mac-key"

@@ -1,5 +1,6 @@
 //! Counters, JSON round trips and the Prometheus text.
 
+use super::prometheus::esc;
 use super::*;
 
 #[test]

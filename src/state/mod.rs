@@ -34,6 +34,7 @@ pub use records::{Departure, RECORD_FORMAT, Record, Update, record_key, valid_ma
 #[derive(Clone, Debug)]
 pub struct State {
     dir: PathBuf,
+    lock_wait: Duration,
 }
 
 /// Held while updating records or the journal.
@@ -41,7 +42,16 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 impl State {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        State { dir: dir.into() }
+        State {
+            dir: dir.into(),
+            lock_wait: LOCK_WAIT,
+        }
+    }
+
+    /// How long [`State::lock`] waits (default [`LOCK_WAIT`]).
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -85,13 +95,13 @@ impl State {
     /// a few small writes, so a longer wait means someone holds it on
     /// purpose, and udev must not be blocked by that ([`StateBusy`]).
     pub fn lock(&self) -> Result<Lock> {
-        self.lock_within(LOCK_WAIT)
+        self.lock_within(self.lock_wait)
     }
 
     /// Another lock file in the state dir (the counters have their own),
     /// taken the same way.
     pub fn lock_named(&self, name: &str) -> Result<Lock> {
-        self.lock_file(name, LOCK_WAIT)
+        self.lock_file(name, self.lock_wait)
     }
 
     pub fn lock_within(&self, wait: Duration) -> Result<Lock> {

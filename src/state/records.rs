@@ -369,7 +369,9 @@ impl State {
                 Some(r) if same_incarnation(&r) => self.delete_record(&r),
                 _ => Ok(()),
             },
-            (Action::Remove, v) if v.is_transient_departure() => {
+            // A VF flap is kept on the VF's own record (keyed by its MAC
+            // and device, never the synthetic NIC's): departed, not deleted.
+            (Action::Remove, v) if v.is_transient_departure() || v == Verdict::VfFlap => {
                 let mut rec = match current {
                     Some(r) if !same_incarnation(&r) => return Ok(()),
                     Some(r) => r,

@@ -41,7 +41,7 @@ pub struct Swept {
 /// deadline, reported and removed without being run. Each job runs with its
 /// own settings; `cfg` dispatches and reports unreadable ones.
 pub fn sweep(cfg: &Config, how: Sweep) -> Swept {
-    let state = &State::new(&cfg.state_dir);
+    let state = &cfg.state();
     let mut swept = Swept::default();
     for path in job_paths(&state.jobs_dir()) {
         let file = match claim(&path) {

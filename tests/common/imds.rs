@@ -1,6 +1,8 @@
 //! An IMDS double on 127.0.0.1: IMDSv2 tokens with expiry, the
 //! `network/interfaces/macs/` tree, fault injection, and a log of every
-//! request so tests can assert how many calls were made.
+//! request so tests can assert how many calls were made. In Azure or
+//! Google mode ([`ImdsDouble::start_cloud`]) it serves that cloud's one
+//! network listing instead, behind that cloud's header, with the same faults.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -88,6 +90,8 @@ pub struct Seen {
 
 #[derive(Default)]
 pub struct Inner {
+    /// "" (EC2), "azure" or "gce".
+    pub cloud: &'static str,
     pub enis: Vec<Eni>,
     pub faults: Faults,
     pub seen: Vec<Seen>,
@@ -103,9 +107,15 @@ pub struct ImdsDouble {
 
 impl ImdsDouble {
     pub fn start(enis: Vec<Eni>) -> ImdsDouble {
+        Self::start_cloud("", enis)
+    }
+
+    /// A double of `cloud`'s metadata service: "azure", "gce" ("" is EC2).
+    pub fn start_cloud(cloud: &'static str, enis: Vec<Eni>) -> ImdsDouble {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Mutex::new(Inner {
+            cloud,
             enis,
             ..Inner::default()
         }));
@@ -294,6 +304,9 @@ fn route(g: &mut Inner, method: &str, path: &str, headers: &HashMap<String, Stri
             Vec::new(),
         ));
     }
+    if !g.cloud.is_empty() {
+        return route_cloud(g, method, path, headers, served);
+    }
     if method == "PUT" && path == TOKEN_PATH {
         if let Some(s) = f.token_status {
             return text(s, "");
@@ -375,4 +388,71 @@ fn route(g: &mut Inner, method: &str, path: &str, headers: &HashMap<String, Stri
         return text(200, "i-0123456789abcdef0");
     }
     text(404, "")
+}
+
+pub const AZURE_NETWORK: &str = "/metadata/instance/network?api-version=2021-02-01";
+pub const GCE_NICS: &str = "/computeMetadata/v1/instance/network-interfaces/?recursive=true";
+
+/// Azure's or Google's metadata service: one listing, behind a header.
+fn route_cloud(
+    g: &mut Inner,
+    method: &str,
+    path: &str,
+    headers: &HashMap<String, String>,
+    served: usize,
+) -> Answer {
+    if method != "GET" {
+        return text(405, "");
+    }
+    let (header, value, listing) = match g.cloud {
+        "azure" => ("metadata", "true", AZURE_NETWORK),
+        _ => ("metadata-flavor", "Google", GCE_NICS),
+    };
+    if headers.get(header).map(String::as_str) != Some(value) {
+        // Azure answers 400, Google 403, without the header.
+        return text(if g.cloud == "azure" { 400 } else { 403 }, "");
+    }
+    if g.faults.garbage {
+        return Some((200, Vec::new(), vec![0, 159, 146, 150, 1, 2, 3, 0xff]));
+    }
+    if g.faults.oversized {
+        return Some((200, Vec::new(), vec![b'a'; 100 * 1024]));
+    }
+    if path != listing {
+        return text(404, "");
+    }
+    let visible = |e: &&Eni| {
+        e.listed
+            && e.vanish_after.is_none_or(|n| served < n)
+            && e.appear_after.is_none_or(|n| served >= n)
+    };
+    let mut enis: Vec<&Eni> = g.enis.iter().filter(visible).collect();
+    enis.sort_by_key(|e| e.device_number);
+    let body = if g.cloud == "azure" {
+        let list: Vec<serde_json::Value> = enis
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "ipv4": {"ipAddress": [{"privateIpAddress": "10.0.0.4", "publicIpAddress": ""}],
+                             "subnet": [{"address": "10.0.0.0", "prefix": "24"}]},
+                    "ipv6": {"ipAddress": []},
+                    "macAddress": e.mac.replace(':', "").to_ascii_uppercase(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "interface": list })
+    } else {
+        serde_json::Value::Array(
+            enis.iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "accessConfigs": [], "gateway": "10.128.0.1", "ip": "10.128.0.2",
+                        "mac": e.mac, "mtu": 1460,
+                        "network": "projects/123/networks/default",
+                    })
+                })
+                .collect(),
+        )
+    };
+    text(200, &body.to_string())
 }

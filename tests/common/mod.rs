@@ -528,6 +528,46 @@ impl Tree {
         (t, ens5)
     }
 
+    /// A command that appends `$HOTPLUG_VERDICT` to `<dir>/<interface>`:
+    /// returns the script and the dir.
+    pub fn verdict_recorder(&self) -> (PathBuf, PathBuf) {
+        let script = self.scratch("verdict-recorder.sh");
+        let dir = self.scratch("ran");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$HOTPLUG_VERDICT\" >> \"{}/$HOTPLUG_INTERFACE\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        (script, dir)
+    }
+
+    /// The worker entries of the journal, once there are at least `n`
+    /// (waiting at most `secs`).
+    pub fn worker_entries(&self, n: usize, secs: u64) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let w: Vec<Value> = self
+                .journal()
+                .into_iter()
+                .filter(|e| e["kind"] == "worker")
+                .collect();
+            if w.len() >= n {
+                return w;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} worker entries",
+                w.len()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The journal's entries, oldest first.
     pub fn journal(&self) -> Vec<Value> {
         let Ok(text) = fs::read_to_string(self.state.join("journal.jsonl")) else {
@@ -626,4 +666,5 @@ pub fn ok(o: &Output) -> String {
     );
     stderr(o)
 }
+pub mod clouds;
 pub mod imds;
