@@ -194,6 +194,27 @@ fn main() {
         &time(n, || udev_cmd(&t, "remove", &ens5, 2, "ena"), || {}),
     );
 
+    // unmanaged: an ENI an ignore selector leaves to a CNI (by name).
+    let t = Tree::new();
+    let ens9 = t.ena(9, "ens9", "02:00:00:00:00:09", 11, ModKind::Loadable);
+    row(
+        "unmanaged",
+        &time(
+            n,
+            || {
+                t.udev_command(
+                    "add",
+                    &ens9,
+                    11,
+                    "ena",
+                    &["--ignore", r#"{"ifname": "ens[6-9]"}"#],
+                    &[],
+                )
+            },
+            || {},
+        ),
+    );
+
     // virtual: a veth appears.
     let t = Tree::new();
     let veth = t.veth("veth0", "0a:00:00:00:00:01", 9);
