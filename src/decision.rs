@@ -149,4 +149,4 @@ pub use confirm::{Confirm, Confirmation, confirm, confirmation_for, unmanaged_af
 use remove::decide_remove;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

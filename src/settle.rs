@@ -117,8 +117,6 @@ pub fn settle(
 mod tests {
     use super::*;
     use crate::decision::Verdict;
-    use crate::event::Action;
-    use crate::host::module::ModuleState;
     use crate::host::sysfs::Netdev;
 
     /// Time passes only when the loop sleeps; the "kernel" reads it too.
@@ -151,22 +149,7 @@ mod tests {
 
     /// A remove of ens5 whose parent is present and unbound, module live.
     fn unbound() -> Evidence {
-        Evidence {
-            action: Action::Remove,
-            iface: "ens5".into(),
-            devpath: Some(format!("{PARENT}/net/ens5")),
-            parent: Some(PARENT.into()),
-            device: Some(PARENT.into()),
-            event_ifindex: Some(2),
-            parent_present: true,
-            device_present: true,
-            module: Some(crate::evidence::ModuleEvidence {
-                name: "ena".into(),
-                state: ModuleState::Live,
-                recorded_builtin: false,
-            }),
-            ..Evidence::default()
-        }
+        crate::decision::tests::remove()
     }
 
     /// Runs the loop over a kernel that changes to `then` at `at` ms.

@@ -354,17 +354,7 @@ fn the_first_events_on_an_empty_state_dir_race_to_create_it_and_all_land() {
     // Boot: several NICs' adds at once, before anything made the state dir.
     for _ in 0..3 {
         let t = Tree::new();
-        let devpaths: Vec<String> = (0..8u8)
-            .map(|i| {
-                t.ena(
-                    3 + i,
-                    &format!("ens{}", 3 + i),
-                    &format!("02:a1:b2:c3:d4:{i:02x}"),
-                    2 + u32::from(i),
-                    ModKind::Loadable,
-                )
-            })
-            .collect();
+        let devpaths = t.enis(8);
         assert!(!t.state.exists());
         let events: Vec<(&str, &str, u32)> = devpaths
             .iter()

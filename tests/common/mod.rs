@@ -460,7 +460,14 @@ impl Tree {
     /// `n` Nitro ENIs: slot `3+i`, `ens<3+i>`, MAC `02:a1:b2:c3:d4:<i>`,
     /// ifindex `2+i`; recorded by `scan`. Returns their devpaths.
     pub fn fleet(&self, n: u8) -> Vec<String> {
-        let devpaths = (0..n)
+        let devpaths = self.enis(n);
+        ok(&self.run(&["scan"], &[]));
+        devpaths
+    }
+
+    /// The ENIs of [`Tree::fleet`], not recorded.
+    pub fn enis(&self, n: u8) -> Vec<String> {
+        (0..n)
             .map(|i| {
                 self.ena(
                     3 + i,
@@ -470,9 +477,7 @@ impl Tree {
                     ModKind::Loadable,
                 )
             })
-            .collect();
-        ok(&self.run(&["scan"], &[]));
-        devpaths
+            .collect()
     }
 
     /// Runs `handle` for every `(action, devpath, ifindex)` at once (driver

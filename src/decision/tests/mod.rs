@@ -35,7 +35,7 @@ pub(super) fn module(state: ModuleState) -> Option<ModuleEvidence> {
 
 /// A remove of ens5 (ifindex 2) whose parent is present and unbound,
 /// module live, no settle window yet.
-pub(super) fn remove() -> Evidence {
+pub(crate) fn remove() -> Evidence {
     Evidence {
         action: Action::Remove,
         iface: "ens5".into(),
