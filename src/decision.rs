@@ -15,10 +15,6 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// How long an empty-but-present `net` directory must stay so before it
-/// counts as a netns move (a registration fills it within milliseconds).
-pub const NETNS_CONFIRM_MS: u64 = 50;
-
 /// The knobs the decision depends on.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {

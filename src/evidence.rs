@@ -112,10 +112,12 @@ pub struct Evidence {
     pub driver: Option<String>,
     pub parent_present: bool,
     pub parent_driver: Option<String>,
-    /// The parent still has a `net` directory: the kernel removes it with
-    /// the parent's last net device, so it stays only while a net device of
-    /// this parent lives in another network namespace.
-    pub parent_net_dir: bool,
+    /// Net devices of the parent that live in another network namespace.
+    /// sysfs hides them from a directory listing, but the `net` directory's
+    /// link count still counts them (kernfs: 2 + subdirectories of every
+    /// namespace). An empty `net` directory with none hidden is a net device
+    /// about to be registered (or a leftover), never a netns move.
+    pub parent_net_hidden: u64,
     /// The physical device, when it differs from the parent (virtio).
     pub device_present: bool,
     pub device_driver: Option<String>,

@@ -1,7 +1,7 @@
 //! What a `remove` is: the device gone, the driver unloaded or unbound,
 //! the net device moved to another namespace, or already back.
 
-use super::{NETNS_CONFIRM_MS, Outcome, Policy, done, imds_note, vf_flap};
+use super::{Outcome, Policy, done, imds_note, vf_flap};
 use crate::evidence::Evidence;
 use crate::host::module::ModuleState;
 use crate::imds::Presence;
@@ -110,22 +110,11 @@ pub(super) fn decide_remove(ev: &Evidence, policy: &Policy) -> Outcome {
             ));
             return done(Verdict::DeviceReturned, why, settle);
         }
-        if ev.parent_net_dir && !via_transport {
-            // An empty `net` directory is also what a net device being
-            // registered shows for a moment: look again before saying so.
-            let looked_long_enough = ev
-                .settle
-                .as_ref()
-                .is_some_and(|s| s.expired || s.elapsed_ms >= NETNS_CONFIRM_MS);
-            if ev.netdevs.is_empty() && !looked_long_enough {
-                return Outcome::Unsettled(format!(
-                    "parent {parent} is bound to {driver} with an empty net directory: \
-                     a netns move, or a net device being registered"
-                ));
-            }
+        if ev.parent_net_hidden > 0 && !via_transport {
             why.push(format!(
-                "parent {parent} is present and still bound to {driver}, and keeps its net \
-                 directory with no net device visible here: moved to another network namespace"
+                "parent {parent} is present and still bound to {driver}, and its net directory \
+                 counts {} net device(s) not visible here: moved to another network namespace",
+                ev.parent_net_hidden
             ));
             return done(Verdict::NetdevDetached, why, settle);
         }

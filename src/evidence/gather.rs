@@ -222,11 +222,11 @@ impl<'a> Gatherer<'a> {
                 }
                 let unbound = if ev.parent_present {
                     if ev.parent_driver.is_some() {
-                        ev.parent_net_dir = sysfs.exists(&format!("{parent}/net"));
+                        ev.parent_net_hidden = sysfs.hidden_subdirs(&format!("{parent}/net"))?;
                         ev.fact(
-                            "parent.net_dir",
-                            yes_no(ev.parent_net_dir),
-                            sysfs.show(&format!("{parent}/net")),
+                            "parent.net_hidden",
+                            ev.parent_net_hidden.to_string(),
+                            format!("{} (link count)", sysfs.show(&format!("{parent}/net"))),
                         );
                     }
                     ev.module = self.module(&parent, ev.driver.as_deref(), &mut ev.facts)?;

@@ -153,7 +153,8 @@ impl Sysfs {
     pub fn netdevs_under(&self, parent: &str) -> Result<Vec<Netdev>> {
         let dir = format!("{parent}/net");
         let mut out = Vec::new();
-        for name in self.list_dir(&dir)? {
+        // (Dot-names stand for net devices in another namespace in test trees.)
+        for name in self.list_dir(&dir)?.iter().filter(|n| !n.starts_with('.')) {
             if let Some(n) = self.netdev(&format!("{dir}/{name}"))? {
                 out.push(n);
             }
@@ -171,6 +172,28 @@ impl Sysfs {
             }
         }
         Ok(out)
+    }
+
+    /// Subdirectories of a sysfs directory that a listing does not show: its
+    /// link count (kernfs: 2 + subdirectories in every network namespace)
+    /// less the subdirectories listed. 0 when it does not exist. (Names
+    /// starting with `.` are not counted as shown: test trees use them for
+    /// entries hidden in another namespace.)
+    pub fn hidden_subdirs(&self, rel: &str) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(rel);
+        let links = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => m.nlink(),
+            Ok(_) => return Ok(0),
+            Err(e) if is_gone(&e) => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("failed to stat {}", path.display())),
+        };
+        let shown = self
+            .list_dir(rel)?
+            .iter()
+            .filter(|n| !n.starts_with('.') && self.path(&format!("{rel}/{n}")).is_dir())
+            .count() as u64;
+        Ok(links.saturating_sub(2).saturating_sub(shown))
     }
 
     /// Names in a sysfs directory, sorted; empty when it does not exist.

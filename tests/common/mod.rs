@@ -306,9 +306,12 @@ impl Tree {
     }
 
     /// `ip link set <iface> netns <ns>`: gone from the host, parent still
-    /// bound; the net device still exists, so its parent keeps `net/`.
+    /// bound. The net device still exists: sysfs hides it from listings but
+    /// counts it in `net/`'s link count; a dot-directory stands for it here.
     pub fn netns_move(&self, devpath: &str) {
+        let (dir, iface) = devpath.rsplit_once('/').unwrap();
         self.hide_netdev(devpath);
+        fs::create_dir_all(self.p(&format!("{dir}/.in-netns-{iface}"))).unwrap();
     }
 
     /// Unbinding a virtio NIC's PCI function from `virtio-pci` (or unloading

@@ -135,15 +135,10 @@ fn remove_verdicts() {
             Verdict::DriverUnbind,
         ),
         (
-            "bound, net dir kept and still empty after 50 ms",
+            "bound, its net device counted in net/ but not visible",
             |e| {
                 e.parent_driver = Some("ena".into());
-                e.parent_net_dir = true;
-                e.settle = Some(Settle {
-                    elapsed_ms: NETNS_CONFIRM_MS,
-                    polls: 6,
-                    expired: false,
-                });
+                e.parent_net_hidden = 1;
             },
             Verdict::NetdevDetached,
         ),
@@ -152,7 +147,7 @@ fn remove_verdicts() {
             |e| {
                 e.record = Some(record());
                 e.parent_driver = Some("mlx4_core".into());
-                e.parent_net_dir = true;
+                e.parent_net_hidden = 1;
                 e.netdevs = vec![netdev(3, "02:00:00:00:00:99")];
             },
             Verdict::NetdevDetached,
@@ -162,7 +157,6 @@ fn remove_verdicts() {
             |e| {
                 e.record = Some(record());
                 e.parent_driver = Some("ena".into());
-                e.parent_net_dir = true;
                 e.netdevs = vec![netdev(9, "02:00:00:00:00:77")];
                 e.replacement = Some(netdev(9, "02:00:00:00:00:77"));
             },
@@ -216,13 +210,13 @@ fn unbound_parent_is_unsettled_until_the_window_runs_out() {
         panic!("a probe under way is not a verdict yet")
     };
     assert!(why.contains("bound to ena with no net device yet"), "{why}");
-    // An empty net directory: a registration fills it at once; only one that
-    // stays empty is a netns move.
-    ev.parent_net_dir = true;
-    let Outcome::Unsettled(why) = decide(&ev, &POLICY) else {
-        panic!("an empty net dir at first look is not a verdict yet")
+    // Even when the window runs out, with nothing hidden in its net
+    // directory it is a slow probe, never a netns move.
+    ev.settle = expired();
+    let Outcome::Decided(d) = decide(&ev, &POLICY) else {
+        panic!("the window ran out")
     };
-    assert!(why.contains("empty net directory"), "{why}");
+    assert_eq!(d.verdict, Verdict::DeviceReturned, "{:?}", d.reasons);
     // A built-in module absent from /sys/module is not an unload either.
     let mut ev = remove();
     ev.module = Some(ModuleEvidence {
