@@ -177,15 +177,22 @@ fn virtio_hot_unplug_is_a_removal_and_a_replug_a_new_device() {
     assert_eq!(t.last_verdict(), "new-device", "{}", reasons(&t));
 }
 
-#[test]
-fn a_fast_rebind_is_not_reported_as_a_netns_move() {
-    // The kernel links the driver before probe() registers the net device:
-    // bound, and no net device (nor its `net` directory) yet.
+/// ens5 (recorded) unbound and bound again, its probe not yet done: the
+/// driver is linked, no net device is registered.
+fn rebound_mid_probe() -> (Tree, String) {
     let t = Tree::new();
     let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
     ok(&t.run(&["scan"], &[]));
     t.unbind(&ens5);
     t.bind("/devices/pci0000:00/0000:00:05.0", "pci", "ena");
+    (t, ens5)
+}
+
+#[test]
+fn a_fast_rebind_is_not_reported_as_a_netns_move() {
+    // The kernel links the driver before probe() registers the net device:
+    // bound, and no net device (nor its `net` directory) yet.
+    let (t, ens5) = rebound_mid_probe();
     let probe = t.after(50, |root| {
         let dir = root.join("devices/pci0000:00/0000:00:05.0/net/ens5");
         std::fs::create_dir_all(&dir).unwrap();
@@ -198,11 +205,7 @@ fn a_fast_rebind_is_not_reported_as_a_netns_move() {
     assert!(!reasons(&t).contains("namespace"), "{}", reasons(&t));
 
     // A probe still under way when the window runs out says just that.
-    let t = Tree::new();
-    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
-    ok(&t.run(&["scan"], &[]));
-    t.unbind(&ens5);
-    t.bind("/devices/pci0000:00/0000:00:05.0", "pci", "ena");
+    let (t, ens5) = rebound_mid_probe();
     ok(&t.udev("remove", &ens5, 2, "ena", &["--settle-ms", "20"]));
     assert_eq!(t.last_verdict(), "device-returned", "{}", reasons(&t));
     let why = reasons(&t);
@@ -319,11 +322,7 @@ fn a_nic_replugged_with_another_mac_before_the_remove_ran_is_a_removal() {
 fn an_empty_net_dir_being_filled_is_a_return_not_a_netns_move() {
     // probe() registering the net device: the `net` directory exists a
     // moment before the device in it.
-    let t = Tree::new();
-    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
-    ok(&t.run(&["scan"], &[]));
-    t.unbind(&ens5);
-    t.bind("/devices/pci0000:00/0000:00:05.0", "pci", "ena");
+    let (t, ens5) = rebound_mid_probe();
     std::fs::create_dir_all(t.p("/devices/pci0000:00/0000:00:05.0/net")).unwrap();
     let probe = t.after(20, |root| {
         let dir = root.join("devices/pci0000:00/0000:00:05.0/net/eth0");
@@ -337,11 +336,7 @@ fn an_empty_net_dir_being_filled_is_a_return_not_a_netns_move() {
 
     // A net directory that stays empty with nothing hidden in it (a slow
     // probe, or a leftover) is never called a netns move.
-    let t = Tree::new();
-    let ens5 = t.ena(5, "ens5", MAC5, 2, ModKind::Loadable);
-    ok(&t.run(&["scan"], &[]));
-    t.unbind(&ens5);
-    t.bind("/devices/pci0000:00/0000:00:05.0", "pci", "ena");
+    let (t, ens5) = rebound_mid_probe();
     std::fs::create_dir_all(t.p("/devices/pci0000:00/0000:00:05.0/net")).unwrap();
     ok(&t.udev("remove", &ens5, 2, "ena", &["--settle-ms", "30"]));
     assert_eq!(t.last_verdict(), "device-returned", "{}", reasons(&t));
